@@ -1,0 +1,201 @@
+"""Checkpoint folders: finding, loading and saving a whole policy.
+
+A policy folder is laid out like the released OpenVLA-OFT / LightVLA checkpoints::
+
+    config.json, generation_config.json, model*.safetensors[, model.safetensors.index.json]
+    preprocessor_config.json, tokenizer files            (PrismaticProcessor)
+    action_head--{step}_checkpoint.pt                    (state dict, keys with or without DDP's "module.")
+    proprio_projector--{step}_checkpoint.pt              (when the policy uses proprio)
+    dataset_statistics.json                              (norm_stats used to un-normalise actions)
+
+A Hugging Face Hub id is downloaded to the local cache first; where the Hub cannot be reached the error says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from prismatic.extern.hf import register_auto_classes
+from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
+from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
+from prismatic.models.action_heads import L1RegressionActionHead
+from prismatic.models.projectors import ProprioProjector
+
+DATASET_STATISTICS = "dataset_statistics.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or Hub id that cannot be used; the message says what to do."""
+
+
+def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
+    """A local folder as is; otherwise a Hub id, downloaded (or taken from the local Hub cache)."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; pass the checkpoint folder that contains config.json")
+    name = str(path_or_id)
+    if name.count("/") != 1 or name.startswith((".", "/")):
+        raise CheckpointError(f"checkpoint folder {name} does not exist (and it is not a Hugging Face Hub id)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name))
+    except Exception as error:  # offline, unknown repo, gated repo: all end here with the cause attached
+        raise CheckpointError(
+            f"{name} is not a local folder and could not be fetched from the Hugging Face Hub "
+            f"({type(error).__name__}: {str(error).splitlines()[0]}). On a machine with Hub access run "
+            f"`hf download {name} --local-dir DIR`, copy DIR here and pass DIR instead."
+        ) from error
+
+
+def find_checkpoint_file(folder: Path, component: str) -> Path | None:
+    """The one ``{component}--*checkpoint.pt`` file in ``folder``; None if absent, an error if ambiguous."""
+    matches = sorted(p for p in folder.iterdir() if p.name.startswith(f"{component}--") and "checkpoint" in p.name)
+    if len(matches) > 1:
+        raise CheckpointError(
+            f"{folder} holds several {component} checkpoints ({', '.join(p.name for p in matches)}); "
+            "keep the one of the step you want to load"
+        )
+    return matches[0] if matches else None
+
+
+def load_component_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A head's state dict with DDP's ``module.`` prefixes removed."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot read {path}: {error}; the file is corrupt or not a torch state dict") from error
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_action_head(path: Path, num_actions_chunk: int) -> L1RegressionActionHead:
+    """Build the L1 head with the sizes its weights have (so 7B and small heads load alike)."""
+    state = load_component_state_dict(path)
+    hidden, flat_input = state["model.fc1.weight"].shape
+    action_dim = state["model.fc2.weight"].shape[0]
+    head = L1RegressionActionHead(flat_input // action_dim, hidden, action_dim, num_actions_chunk)
+    head.load_state_dict(state)
+    return head
+
+
+def load_proprio_projector(path: Path) -> ProprioProjector:
+    state = load_component_state_dict(path)
+    llm_dim, proprio_dim = state["fc1.weight"].shape
+    projector = ProprioProjector(llm_dim, proprio_dim)
+    projector.load_state_dict(state)
+    return projector
+
+
+def load_dataset_statistics(folder: Path) -> dict[str, Any] | None:
+    path = folder / DATASET_STATISTICS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the training run folder") from error
+
+
+@dataclass
+class Policy:
+    """Everything inference needs, loaded from one folder."""
+
+    vla: OpenVLAForActionPrediction
+    processor: PrismaticProcessor
+    action_head: L1RegressionActionHead
+    proprio_projector: ProprioProjector | None
+    folder: Path
+
+
+def load_policy(
+    path_or_id: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    num_images_in_input: int | None = None,
+    use_proprio: bool = True,
+    **config_overrides: Any,
+) -> Policy:
+    """Load model, processor, heads and statistics of a checkpoint folder (or Hub id) in eval mode.
+
+    ``config_overrides`` set fields such as ``prune_visual_tokens`` or ``action_readout`` for this load.
+    """
+    register_auto_classes()
+    folder = resolve_checkpoint(path_or_id)
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder} has no config.json; pass a checkpoint folder written by save_policy or the Hub")
+    dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
+    vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **config_overrides).to(device).eval()
+    if num_images_in_input is not None:
+        vla.set_num_images_in_input(num_images_in_input)
+    stats = load_dataset_statistics(folder)
+    if stats is not None:  # the run's statistics take precedence over the (possibly stale) config copy
+        vla.norm_stats = vla.config.norm_stats = stats
+
+    head_file = find_checkpoint_file(folder, "action_head")
+    if head_file is None:
+        raise CheckpointError(f"{folder} has no action_head--*_checkpoint.pt; the L1 regression head is required")
+    head = load_action_head(head_file, vla.action_space.num_actions_chunk)
+    proprio = None
+    if use_proprio:
+        proprio_file = find_checkpoint_file(folder, "proprio_projector")
+        if proprio_file is None:
+            raise CheckpointError(
+                f"{folder} has no proprio_projector--*_checkpoint.pt; pass use_proprio=False for a policy trained "
+                "without proprio"
+            )
+        proprio = load_proprio_projector(proprio_file).to(device, dtype).eval()
+    processor = PrismaticProcessor.from_pretrained(folder)
+    return Policy(vla, processor, head.to(device, dtype).eval(), proprio, folder)
+
+
+def _write_folder(folder: Path, write: Any) -> None:
+    """Write into a sibling temp folder, then swap it in, so a crash never leaves a half-written checkpoint."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write(staging)
+        backup = folder.with_name(f".{folder.name}.old")
+        if folder.exists():
+            shutil.rmtree(backup, ignore_errors=True)
+            folder.rename(backup)
+        staging.rename(folder)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def save_policy(
+    folder: str | os.PathLike,
+    vla: OpenVLAForActionPrediction,
+    processor: PrismaticProcessor,
+    action_head: nn.Module,
+    proprio_projector: nn.Module | None = None,
+    step_suffix: str = "latest_checkpoint.pt",
+    dataset_statistics: dict[str, Any] | None = None,
+) -> Path:
+    """Save a policy folder in the released layout (atomically: the old folder stays until the new one is whole)."""
+    folder = Path(folder)
+
+    def write(target: Path) -> None:
+        vla.save_pretrained(target)
+        processor.save_pretrained(target)
+        torch.save(action_head.state_dict(), target / f"action_head--{step_suffix}")
+        if proprio_projector is not None:
+            torch.save(proprio_projector.state_dict(), target / f"proprio_projector--{step_suffix}")
+        stats = dataset_statistics if dataset_statistics is not None else vla.norm_stats
+        if stats:
+            (target / DATASET_STATISTICS).write_text(json.dumps(stats, indent=2))
+
+    _write_folder(folder, write)
+    return folder

@@ -1,0 +1,180 @@
+"""LightVLA's parameter-free visual token pruner.
+
+Interface
+---------
+``TokenPruner(tokens, position_ids, attention_mask, patch_start, num_patches) -> PrunedSequence``
+
+* ``tokens`` (B, S, D): the multimodal sequence ``[prefix | patches | task]``, where ``prefix`` is
+  ``tokens[:, :patch_start]`` (the BOS token), ``patches`` the ``num_patches`` projected visual tokens and ``task``
+  everything after them (proprio token, prompt, action slots, STOP, right padding).
+* ``position_ids`` (B, S) and ``attention_mask`` (B, S, bool; False = padding) travel with the tokens.
+
+Scoring (both modes): every patch builds a query by attending (single head, full width, RMS-normalised, no learned
+weights) over the non-padding task tokens; query i scores every patch j with a scaled cosine similarity; each query
+picks its best patch.
+
+* train mode: noise (``noise_scale`` times U[0, 1) as upstream, or Gumbel) is added to the scores, the pick is a hard
+  one-hot with a softmax straight-through gradient, all ``num_patches`` slots are kept (slot i becomes a copy of the
+  patch it picked, with that patch's position id), so the sequence length does not change.
+* eval mode: the kept set is the union of the picks, in original order and with original position ids (gaps stay,
+  so RoPE distances to the task tokens are preserved). Samples of a batch may keep different numbers of patches: the
+  kept patches are packed to the front of the patch segment and the rest of the segment is padding that the
+  attention mask hides, so a batch gives the same result as each sample alone.
+
+The pruner never changes positions outside the patch segment, so a task position ``i`` of the input sits at
+``i - num_patches + result.num_patch_slots`` afterwards (``PrunedSequence.shift_task_positions``).
+
+The statistics of the last call (kept counts and indices) are kept on ``last_stats`` for callers that log them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NOISE_DISTRIBUTIONS = ("uniform", "gumbel")
+
+
+def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMS normalisation without a learned scale, computed in fp32 (as upstream) and cast back."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+@dataclass
+class PruningStats:
+    """What the pruner kept for each sample of the last batch."""
+
+    kept_counts: torch.Tensor  # (B,) number of distinct patches kept
+    kept_indices: list[torch.Tensor]  # per sample: sorted patch indices in [0, num_patches)
+    num_patches: int
+
+    @property
+    def kept_fraction(self) -> torch.Tensor:
+        return self.kept_counts.float() / self.num_patches
+
+
+@dataclass
+class PrunedSequence:
+    tokens: torch.Tensor  # (B, S', D)
+    position_ids: torch.Tensor  # (B, S')
+    attention_mask: torch.Tensor  # (B, S') bool
+    num_patch_slots: int  # length of the patch segment after pruning
+    num_patches: int  # length of the patch segment before pruning
+
+    def shift_task_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """Map sequence positions after the patch segment from the input sequence to the pruned one."""
+        return positions - self.num_patches + self.num_patch_slots
+
+
+class TokenPruner(nn.Module):
+    """Parameter-free query-based visual token selection (LightVLA, arXiv 2509.12594)."""
+
+    def __init__(self, enabled: bool = True, noise: str = "uniform") -> None:
+        super().__init__()
+        if noise not in NOISE_DISTRIBUTIONS:
+            raise ValueError(f"noise must be one of {NOISE_DISTRIBUTIONS}, got {noise!r}")
+        self.enabled = enabled
+        self.noise = noise
+        self.noise_scale: float | None = None
+        self.last_stats: PruningStats | None = None
+
+    def extra_repr(self) -> str:
+        return f"enabled={self.enabled}, noise={self.noise!r}, noise_scale={self.noise_scale}"
+
+    def set_noise_scale(self, noise_scale: float | None) -> None:
+        """Training sets this every step (1 -> 0 over the run); ``None`` or 0 means no noise."""
+        if noise_scale is not None and not (math.isfinite(noise_scale) and noise_scale >= 0):
+            raise ValueError(f"noise_scale must be a finite number >= 0, got {noise_scale}")
+        self.noise_scale = noise_scale
+
+    # --- scoring -----------------------------------------------------------------------------------------------------
+    @staticmethod
+    def score(patches: torch.Tensor, task: torch.Tensor, task_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, P, D), (B, T, D), (B, T) -> (B, P, P): row i = query of patch i, column j = candidate patch j."""
+        patches_n, task_n = rms_norm(patches), rms_norm(task)
+        attn_mask = None if task_mask is None else task_mask[:, None, None, :]  # (B, 1, 1, T)
+        # One head over the full width; the default SDPA scale is 1/sqrt(D) as upstream.
+        queries = F.scaled_dot_product_attention(patches_n[:, None], task_n[:, None], task_n[:, None], attn_mask)
+        queries = rms_norm(queries[:, 0])  # (B, P, D)
+        return queries @ patches_n.transpose(1, 2) / math.sqrt(patches.shape[-1])
+
+    def _noise(self, score: torch.Tensor) -> torch.Tensor:
+        u = torch.rand_like(score, dtype=torch.float32)
+        if self.noise == "gumbel":
+            u = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
+        return (u * self.noise_scale).to(score.dtype)
+
+    # --- forward -----------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        patch_start: int,
+        num_patches: int,
+    ) -> PrunedSequence:
+        if not self.enabled:
+            self.last_stats = None
+            return PrunedSequence(tokens, position_ids, attention_mask, num_patches, num_patches)
+
+        end = patch_start + num_patches
+        patches, task = tokens[:, patch_start:end], tokens[:, end:]
+        task_mask = attention_mask[:, end:]
+        score = self.score(patches, task, None if bool(task_mask.all()) else task_mask)
+        if self.training:
+            return self._select_train(tokens, position_ids, attention_mask, patch_start, num_patches, score)
+        return self._select_eval(tokens, position_ids, attention_mask, patch_start, num_patches, score)
+
+    def _select_train(self, tokens, position_ids, attention_mask, patch_start, num_patches, score) -> PrunedSequence:
+        end = patch_start + num_patches
+        patches = tokens[:, patch_start:end]
+        if self.noise_scale:
+            score = score + self._noise(score)
+        picks = score.argmax(-1)  # (B, P): first maximal index on ties, as upstream
+        hard = F.one_hot(picks, num_patches).to(score.dtype)
+        soft = score.float().softmax(-1).to(score.dtype)
+        # Straight-through: the forward value is the hard one-hot, the gradient that of the softmax.
+        selection = hard + soft - soft.detach()
+        new_patches = selection.to(patches.dtype) @ patches  # (B, P, P) @ (B, P, D) -> (B, P, D)
+        new_pos = torch.gather(position_ids[:, patch_start:end], 1, picks)
+        new_mask = torch.gather(attention_mask[:, patch_start:end], 1, picks)
+
+        kept = [torch.unique(p) for p in picks.detach()]
+        self.last_stats = PruningStats(torch.tensor([len(k) for k in kept]), [k.cpu() for k in kept], num_patches)
+        return PrunedSequence(
+            torch.cat([tokens[:, :patch_start], new_patches, tokens[:, end:]], 1),
+            torch.cat([position_ids[:, :patch_start], new_pos, position_ids[:, end:]], 1),
+            torch.cat([attention_mask[:, :patch_start], new_mask, attention_mask[:, end:]], 1),
+            num_patches,
+            num_patches,
+        )
+
+    def _select_eval(self, tokens, position_ids, attention_mask, patch_start, num_patches, score) -> PrunedSequence:
+        end = patch_start + num_patches
+        batch = tokens.shape[0]
+        picks = score.argmax(-1)  # (B, P)
+        keep = torch.zeros(batch, num_patches, dtype=torch.bool, device=tokens.device)
+        keep.scatter_(1, picks, True)  # union of every query's pick
+        counts = keep.sum(-1)
+        slots = int(counts.max())
+        # Stable sort puts kept patches first, in their original order; slots past a sample's count are padding.
+        order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :slots]  # (B, K)
+        valid = torch.arange(slots, device=tokens.device)[None, :] < counts[:, None]
+
+        patches = torch.gather(tokens[:, patch_start:end], 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+        new_pos = torch.gather(position_ids[:, patch_start:end], 1, order)
+        new_mask = torch.gather(attention_mask[:, patch_start:end], 1, order) & valid
+
+        self.last_stats = PruningStats(counts.cpu(), [o[v].cpu() for o, v in zip(order, valid)], num_patches)
+        return PrunedSequence(
+            torch.cat([tokens[:, :patch_start], patches, tokens[:, end:]], 1),
+            torch.cat([position_ids[:, :patch_start], new_pos, position_ids[:, end:]], 1),
+            torch.cat([attention_mask[:, :patch_start], new_mask, attention_mask[:, end:]], 1),
+            slots,
+            num_patches,
+        )
