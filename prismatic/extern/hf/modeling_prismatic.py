@@ -385,7 +385,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         return projector(proprio.to(weight.device, weight.dtype)).to(dtype)[:, None, :]  # (B, 1, D)
 
     # --- inference ---
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: returned tensors stay usable in later autograd code
     def predict_action(
         self,
         input_ids: torch.Tensor,

@@ -1,0 +1,163 @@
+"""The tiny preset end to end: forward/loss, predict_action, batching, read-out, bidirectionality, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PROMPT, UNNORM_KEY, random_image
+from prismatic.models.checkpoints import load_policy, save_policy
+from prismatic.vla.constants import IGNORE_INDEX
+from prismatic.vla.normalization import unnormalize
+
+
+def observation_inputs(processor, tasks, seeds):
+    images = [[random_image(s), random_image(s + 100)] for s in seeds]
+    return processor([PROMPT.format(t) for t in tasks], images)
+
+
+def predict(vla, head, proprio_projector, inputs, proprio):
+    return vla.predict_action(
+        **inputs, unnorm_key=UNNORM_KEY, proprio=proprio, proprio_projector=proprio_projector, action_head=head
+    )
+
+
+def training_batch(processor, vla, batch=2):
+    """Prompt + action token ids + STOP, labels only on actions and STOP, right padded (as the training collator)."""
+    inputs = observation_inputs(processor, ["pick up the soup", "open the top drawer of the cabinet"][:batch], range(batch))
+    ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
+    rng = torch.Generator().manual_seed(0)
+    actions = labels > vla.action_token_begin_idx
+    random_tokens = torch.randint(vla.action_token_begin_idx + 1, vla.text_vocab_size, ids.shape, generator=rng)
+    ids = torch.where(actions, random_tokens, ids)
+    labels = torch.where(actions, random_tokens, labels)
+    return ids, mask, labels, inputs["pixel_values"]
+
+
+def test_train_forward_gives_an_l1_loss_with_gradients(processor, tiny_policy):
+    vla, head, proprio_projector = tiny_policy
+    vla.train(), head.train(), proprio_projector.train()
+    vla.pruner.set_noise_scale(1.0)
+    ids, mask, labels, pixel_values = training_batch(processor, vla)
+    out = vla(ids, mask, pixel_values, labels, proprio=torch.randn(2, 8), proprio_projector=proprio_projector)
+    space = vla.action_space
+    assert out.action_hidden_states.shape == (2, space.num_action_tokens, vla.llm_dim)
+    assert out.last_hidden_state.shape[1] == ids.shape[1] + vla.get_num_patches() + 1  # nothing dropped in training
+    predicted = head.predict_action(out.action_hidden_states)
+    loss = torch.nn.functional.l1_loss(predicted, torch.rand(2, space.num_actions_chunk, space.action_dim))
+    assert torch.isfinite(loss)
+    loss.backward()
+    for module in (vla.projector.fc1, vla.vision_backbone.featurizer.blocks[0].attn.qkv, head.model.fc1,
+                   proprio_projector.fc1, vla.language_model.model.layers[0].self_attn.q_proj):  # fmt: skip
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+
+
+def test_predict_action_returns_unnormalized_chunk_and_prunes(processor, tiny_policy):
+    vla, head, proprio_projector = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    actions, hidden = predict(vla, head, proprio_projector, inputs, np.zeros(8, np.float32))
+    assert actions.shape == (8, 7) and actions.dtype == np.float32
+    expected = unnormalize(
+        head.predict_action(hidden).detach().numpy(), vla.norm_stats[UNNORM_KEY]["action"], vla.action_space.normalization_type
+    )[0]
+    np.testing.assert_allclose(actions, expected, rtol=1e-6)
+    assert not np.allclose(actions[:, :6], head.predict_action(hidden).detach().numpy()[0, :, :6])  # statistics were applied
+    kept = int(vla.pruner.last_stats.kept_counts[0])
+    assert 1 <= kept < vla.get_num_patches() == 512
+
+
+def test_batch_matches_each_sample_alone(processor, tiny_policy):
+    vla, head, proprio_projector = tiny_policy
+    tasks = ["pick up the soup", "put both the alphabet soup and the tomato sauce in the basket", "open the drawer"]
+    proprio = np.random.default_rng(0).uniform(-1, 1, (3, 8)).astype(np.float32)
+    batched, _ = predict(vla, head, proprio_projector, observation_inputs(processor, tasks, [0, 1, 2]), proprio)
+    batch_counts = vla.pruner.last_stats.kept_counts.tolist()
+    singles, single_counts = [], []
+    for i, task in enumerate(tasks):
+        actions, _ = predict(vla, head, proprio_projector, observation_inputs(processor, [task], [i]), proprio[i])
+        singles.append(actions)
+        single_counts.append(int(vla.pruner.last_stats.kept_counts[0]))
+    assert batched.shape == (3, 8, 7)
+    assert batch_counts == single_counts and len(set(single_counts)) > 1  # samples really kept different counts
+    np.testing.assert_allclose(batched, np.stack(singles), atol=1e-5)
+
+
+@pytest.mark.parametrize("readout,start,stop", [("oft_aligned", -58, -2), ("lightvla_tail", -56, None)])
+def test_action_readout_positions(processor, tiny_policy, readout, start, stop):
+    vla, _, _ = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
+    out = vla(ids, mask, inputs["pixel_values"], labels, action_readout=readout)
+    # Unpadded sequence ends [..., "▁", a1..a56, STOP]
+    torch.testing.assert_close(out.action_hidden_states, out.last_hidden_state[:, start:stop])
+
+
+def test_attention_is_bidirectional(processor, tiny_policy):
+    vla, _, _ = tiny_policy
+    vla.pruner.enabled = False
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
+    first = vla(ids, mask, inputs["pixel_values"], labels).last_hidden_state
+    changed = ids.clone()
+    changed[0, -1 - vla.action_space.num_action_tokens - 2] += 1  # a prompt token near the end
+    second = vla(changed, mask, inputs["pixel_values"], labels).last_hidden_state
+    assert not torch.allclose(first[:, 0], second[:, 0])  # BOS, the very first position, sees the later token
+    assert not torch.allclose(first[:, 5], second[:, 5])  # and so does an early image patch
+
+
+def test_padding_is_invisible(processor, tiny_policy):
+    vla, _, _ = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
+    pad = torch.full((1, 4), vla.config.pad_token_id)
+    out = vla(ids, mask, inputs["pixel_values"], labels).action_hidden_states
+    padded = vla(
+        torch.cat([ids, pad], 1),
+        torch.cat([mask, torch.zeros(1, 4, dtype=torch.bool)], 1),
+        inputs["pixel_values"],
+        torch.cat([labels, torch.full((1, 4), IGNORE_INDEX)], 1),
+        action_readout="oft_aligned",
+    ).action_hidden_states
+    torch.testing.assert_close(out, padded, atol=1e-5, rtol=1e-5)
+
+
+def test_pruning_switch_gives_plain_oft(processor, tiny_policy):
+    vla, head, proprio_projector = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    pruned, _ = predict(vla, head, proprio_projector, inputs, np.zeros(8, np.float32))
+    vla.pruner.enabled = False
+    full, hidden = predict(vla, head, proprio_projector, inputs, np.zeros(8, np.float32))
+    assert vla(**_forward_args(vla, inputs)).pruning is None
+    assert not np.allclose(pruned, full)
+
+
+def _forward_args(vla, inputs):
+    ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
+    return dict(input_ids=ids, attention_mask=mask, pixel_values=inputs["pixel_values"], labels=labels)
+
+
+def test_save_and_load_round_trip_predicts_identical_actions(processor, tiny_policy, tmp_path):
+    vla, head, proprio_projector = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    before, _ = predict(vla, head, proprio_projector, inputs, np.full(8, 0.3, np.float32))
+    save_policy(tmp_path / "ckpt", vla, processor, head, proprio_projector, "5_checkpoint.pt")
+    policy = load_policy(tmp_path / "ckpt")
+    assert policy.vla.get_num_images_in_input() == 2 and policy.vla.norm_stats == vla.norm_stats
+    reloaded_inputs = observation_inputs(policy.processor, ["pick up the soup"], [0])
+    for key in inputs:
+        assert torch.equal(inputs[key], reloaded_inputs[key])
+    after, _ = predict(policy.vla, policy.action_head, policy.proprio_projector, reloaded_inputs, np.full(8, 0.3, np.float32))
+    np.testing.assert_array_equal(before, after)
+
+
+def test_heads_load_with_and_without_ddp_prefix(tiny_policy, tmp_path):
+    from prismatic.models.checkpoints import load_action_head, load_proprio_projector
+
+    _, head, proprio_projector = tiny_policy
+    torch.save({f"module.{k}": v for k, v in head.state_dict().items()}, tmp_path / "action_head--1_checkpoint.pt")
+    torch.save(proprio_projector.state_dict(), tmp_path / "proprio_projector--1_checkpoint.pt")
+    loaded = load_action_head(tmp_path / "action_head--1_checkpoint.pt", 8)
+    x = torch.randn(2, 56, 128)
+    torch.testing.assert_close(loaded.predict_action(x), head.predict_action(x))
+    assert load_proprio_projector(tmp_path / "proprio_projector--1_checkpoint.pt").proprio_dim == 8
