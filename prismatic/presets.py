@@ -112,3 +112,18 @@ def make_heads(config: OpenVLAConfig, head_hidden_dim: int | None = None, use_pr
     head = L1RegressionActionHead(llm_dim, head_hidden_dim or llm_dim, space.action_dim, space.num_actions_chunk)
     proprio = ProprioProjector(llm_dim, space.proprio_dim) if use_proprio else None
     return head, proprio
+
+
+def make_policy(name: str, norm_stats: dict[str, Any] | None = None, use_proprio: bool = True, seed: int = 0):
+    """A freshly initialised policy (model in eval mode, heads, processor) of an offline preset, e.g. ``tiny``."""
+    import torch
+
+    from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
+    from prismatic.models.checkpoints import Policy
+
+    torch.manual_seed(seed)
+    processor = make_processor(name)
+    config = make_config(name, norm_stats=norm_stats)
+    vla = OpenVLAForActionPrediction(config).eval()
+    head, proprio = make_heads(config, get_preset(name).head_hidden_dim, use_proprio)
+    return Policy(vla, processor, head.eval(), proprio.eval() if proprio is not None else None, folder=None)

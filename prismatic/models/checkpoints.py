@@ -115,7 +115,7 @@ class Policy:
     processor: PrismaticProcessor
     action_head: L1RegressionActionHead
     proprio_projector: ProprioProjector | None
-    folder: Path
+    folder: Path | None  # None for a policy built in memory from a preset
 
 
 def load_policy(

@@ -1,0 +1,89 @@
+"""From robot observations to action chunks: the inference path shared by the demo, evaluation and the server.
+
+An observation is a dict with ``full_image`` (uint8 H x W x 3, third-person), optional wrist image(s) under keys
+containing "wrist", and ``state`` (raw proprio). Images are used in the order [full_image, wrist keys sorted].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TVF
+from PIL import Image
+
+from prismatic.extern.hf.processing_prismatic import to_pil_rgb
+from prismatic.models.checkpoints import Policy
+from prismatic.models.pruning import PruningStats
+from prismatic.vla.normalization import normalize, resolve_unnorm_key
+
+PROMPT_TEMPLATE = "In: What action should the robot take to {}?\nOut:"
+CENTER_CROP_AREA = 0.9  # training augments with random 90%-area crops; evaluation takes the center one
+
+
+def build_prompt(task_description: str) -> str:
+    return PROMPT_TEMPLATE.format(task_description.lower())
+
+
+def center_crop(image: Image.Image, area: float = CENTER_CROP_AREA) -> Image.Image:
+    """Crop the central square of ``area`` (fraction of the image) and resize back (bilinear)."""
+    width, height = image.size
+    side = np.sqrt(area)
+    crop = TVF.center_crop(image, [round(height * side), round(width * side)])
+    return TVF.resize(crop, [height, width], interpolation=TVF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def observation_images(observation: Mapping, num_images: int) -> list[Image.Image]:
+    if "full_image" not in observation:
+        raise ValueError(f"observation needs a 'full_image' (uint8 H x W x 3); got keys {sorted(observation)}")
+    images = [observation["full_image"]] + [observation[k] for k in sorted(observation) if "wrist" in k]
+    if len(images) < num_images:
+        raise ValueError(
+            f"the policy takes {num_images} image(s) but the observation has {len(images)} "
+            f"(full_image + keys containing 'wrist': {sorted(k for k in observation if 'wrist' in k)})"
+        )
+    return [to_pil_rgb(im) for im in images[:num_images]]
+
+
+def predict_action_chunk(
+    policy: Policy,
+    observations: Sequence[Mapping],
+    task_descriptions: Sequence[str],
+    unnorm_key: str | None = None,
+    use_center_crop: bool = True,
+) -> tuple[np.ndarray, PruningStats | None]:
+    """Batched inference: (B, chunk, action_dim) un-normalised actions and the pruner's statistics."""
+    if len(observations) != len(task_descriptions):
+        raise ValueError(f"{len(observations)} observations but {len(task_descriptions)} task descriptions")
+    vla = policy.vla
+    key = resolve_unnorm_key(vla.norm_stats, unnorm_key)
+    num_images = vla.get_num_images_in_input()
+    images = [observation_images(obs, num_images) for obs in observations]
+    if use_center_crop:
+        images = [[center_crop(im) for im in sample] for sample in images]
+    inputs = policy.processor([build_prompt(t) for t in task_descriptions], images)
+    device = vla.device
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(vla.dtype)
+
+    proprio = None
+    if policy.proprio_projector is not None:
+        stats = vla.norm_stats[key].get("proprio")
+        if stats is None:
+            raise ValueError(f"statistics for {key!r} have no 'proprio' entry; the policy uses proprio")
+        if any("state" not in obs for obs in observations):
+            raise ValueError("the policy uses proprio: every observation needs 'state' (the raw robot state)")
+        states = [np.asarray(obs["state"], dtype=np.float64) for obs in observations]
+        proprio = torch.as_tensor(
+            np.stack([normalize(s, stats, vla.action_space.normalization_type) for s in states])
+        )
+    actions, _ = vla.predict_action(
+        **inputs,
+        unnorm_key=key,
+        proprio=proprio,
+        proprio_projector=policy.proprio_projector,
+        action_head=policy.action_head,
+    )
+    actions = actions.reshape(len(observations), vla.action_space.num_actions_chunk, -1)
+    return actions, vla.pruner.last_stats if vla.pruner.enabled else None
