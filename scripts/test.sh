@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-bash scripts/setup_venv.sh "$VENV" test 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-[ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+bash scripts/setup_venv.sh "$VENV" test
 exec "$VENV/bin/python" -m pytest "$@"
