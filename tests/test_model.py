@@ -161,3 +161,64 @@ def test_heads_load_with_and_without_ddp_prefix(tiny_policy, tmp_path):
     x = torch.randn(2, 56, 128)
     torch.testing.assert_close(loaded.predict_action(x), head.predict_action(x))
     assert load_proprio_projector(tmp_path / "proprio_projector--1_checkpoint.pt").proprio_dim == 8
+
+
+def test_released_style_folder_loads_through_auto_classes(processor, tiny_policy, tmp_path):
+    """Sharded weights + a config.json as the released ones write it (no keys of ours, 4.40-era extras)."""
+    import json
+
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+
+    from prismatic.extern.hf import register_auto_classes
+
+    vla, head, proprio_projector = tiny_policy
+    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+    before, _ = predict(vla, head, proprio_projector, inputs, np.zeros(8, np.float32))
+    folder = tmp_path / "released"
+    vla.save_pretrained(folder, max_shard_size="1MB")
+    processor.save_pretrained(folder)
+    torch.save({f"module.{k}": v for k, v in head.state_dict().items()}, folder / "action_head--150000_checkpoint.pt")
+    torch.save({f"module.{k}": v for k, v in proprio_projector.state_dict().items()},
+               folder / "proprio_projector--150000_checkpoint.pt")  # fmt: skip
+    (folder / "dataset_statistics.json").write_text(json.dumps(vla.norm_stats))
+    config = json.loads((folder / "config.json").read_text())
+    for ours in ("action_space", "num_images_in_input", "prune_visual_tokens", "pruner_noise", "action_readout",
+                 "timm_model_overrides", "empty_token_id", "norm_stats"):  # fmt: skip
+        config.pop(ours)
+    config.update(
+        auto_map={"AutoConfig": "configuration_prismatic.OpenVLAConfig",
+                  "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction"},
+        torch_dtype="bfloat16", transformers_version="4.40.1",
+    )  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config))
+    assert len(list(folder.glob("model-*-of-*.safetensors"))) > 1 and (folder / "model.safetensors.index.json").exists()
+
+    # The tiny architecture needs its overrides back (the 7B one is the default); everything else is defaulted.
+    overrides = dict(timm_model_overrides=vla.config.timm_model_overrides, empty_token_id=vla.config.empty_token_id)
+    policy = load_policy(folder, num_images_in_input=2, **overrides)
+    assert policy.vla.config.action_readout == "oft_aligned" and policy.vla.pruner.enabled
+    after, _ = predict(policy.vla, policy.action_head, policy.proprio_projector, inputs, np.zeros(8, np.float32))
+    np.testing.assert_allclose(after, before, atol=1e-6)
+
+    register_auto_classes()
+    model = AutoModelForImageTextToText.from_pretrained(folder, **overrides)
+    assert type(model).__name__ == "OpenVLAForActionPrediction"
+    assert type(AutoImageProcessor.from_pretrained(folder)).__name__ == "PrismaticImageProcessor"
+
+
+def test_verify_checkpoint_script(processor, tiny_policy, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    vla, head, proprio_projector = tiny_policy
+    folder = save_policy(tmp_path / "ckpt", vla, processor, head, proprio_projector, "7_checkpoint.pt")
+    script = Path(__file__).parents[1] / "vla-scripts" / "verify_checkpoint.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--pretrained_checkpoint", str(folder), "--unnorm_key", "libero_object"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "action chunk (8, 7)" in result.stdout and "visual tokens kept:" in result.stdout
+    bad = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--pretrained_checkpoint is required" in bad.stderr
