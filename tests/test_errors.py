@@ -59,7 +59,13 @@ def test_wrong_proprio_length(processor, tiny_policy):
 def test_unknown_unnorm_key(processor, tiny_policy):
     vla, head, proprio_projector = tiny_policy
     with pytest.raises(ValueError, match=r"Unknown unnorm_key 'bridge_orig'.*libero_object_no_noops"):
-        run(vla, head, proprio_projector, inputs_for(processor, [random_image(0), random_image(1)]), unnorm_key="bridge_orig")
+        run(
+            vla,
+            head,
+            proprio_projector,
+            inputs_for(processor, [random_image(0), random_image(1)]),
+            unnorm_key="bridge_orig",
+        )
 
 
 def test_missing_statistics(processor, tiny_policy):

@@ -25,7 +25,9 @@ def predict(vla, head, proprio_projector, inputs, proprio):
 
 def training_batch(processor, vla, batch=2):
     """Prompt + action token ids + STOP, labels only on actions and STOP, right padded (as the training collator)."""
-    inputs = observation_inputs(processor, ["pick up the soup", "open the top drawer of the cabinet"][:batch], range(batch))
+    inputs = observation_inputs(
+        processor, ["pick up the soup", "open the top drawer of the cabinet"][:batch], range(batch)
+    )
     ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
     rng = torch.Generator().manual_seed(0)
     actions = labels > vla.action_token_begin_idx
@@ -59,10 +61,14 @@ def test_predict_action_returns_unnormalized_chunk_and_prunes(processor, tiny_po
     actions, hidden = predict(vla, head, proprio_projector, inputs, np.zeros(8, np.float32))
     assert actions.shape == (8, 7) and actions.dtype == np.float32
     expected = unnormalize(
-        head.predict_action(hidden).detach().numpy(), vla.norm_stats[UNNORM_KEY]["action"], vla.action_space.normalization_type
+        head.predict_action(hidden).detach().numpy(),
+        vla.norm_stats[UNNORM_KEY]["action"],
+        vla.action_space.normalization_type,
     )[0]
     np.testing.assert_allclose(actions, expected, rtol=1e-6)
-    assert not np.allclose(actions[:, :6], head.predict_action(hidden).detach().numpy()[0, :, :6])  # statistics were applied
+    assert not np.allclose(
+        actions[:, :6], head.predict_action(hidden).detach().numpy()[0, :, :6]
+    )  # statistics were applied
     kept = int(vla.pruner.last_stats.kept_counts[0])
     assert 1 <= kept < vla.get_num_patches() == 512
 
@@ -147,7 +153,9 @@ def test_save_and_load_round_trip_predicts_identical_actions(processor, tiny_pol
     reloaded_inputs = observation_inputs(policy.processor, ["pick up the soup"], [0])
     for key in inputs:
         assert torch.equal(inputs[key], reloaded_inputs[key])
-    after, _ = predict(policy.vla, policy.action_head, policy.proprio_projector, reloaded_inputs, np.full(8, 0.3, np.float32))
+    after, _ = predict(
+        policy.vla, policy.action_head, policy.proprio_projector, reloaded_inputs, np.full(8, 0.3, np.float32)
+    )
     np.testing.assert_array_equal(before, after)
 
 

@@ -36,7 +36,9 @@ def test_eval_keeps_exactly_the_union_of_argmaxes_in_order_with_original_positio
         assert int(pruner.last_stats.kept_counts[b]) == k < P
         assert torch.equal(out.tokens[b, 1 : 1 + k], tokens[b, 1 + expected])
         assert torch.equal(out.position_ids[b, 1 : 1 + k], 1 + expected)  # gaps preserved
-        assert out.attention_mask[b, 1 : 1 + k].all() and not out.attention_mask[b, 1 + k : 1 + out.num_patch_slots].any()
+        assert (
+            out.attention_mask[b, 1 : 1 + k].all() and not out.attention_mask[b, 1 + k : 1 + out.num_patch_slots].any()
+        )
     # prefix and task tokens untouched, task positions keep their original ids
     assert torch.equal(out.tokens[:, 0], tokens[:, 0])
     assert torch.equal(out.tokens[:, -T:], tokens[:, -T:])

@@ -44,7 +44,9 @@ class L1RegressionActionHead(nn.Module):
         super().__init__()
         self.action_dim = action_dim
         self.num_actions_chunk = num_actions_chunk
-        self.model = MLPResNet(num_blocks=2, input_dim=input_dim * action_dim, hidden_dim=hidden_dim, output_dim=action_dim)
+        self.model = MLPResNet(
+            num_blocks=2, input_dim=input_dim * action_dim, hidden_dim=hidden_dim, output_dim=action_dim
+        )
 
     def predict_action(self, actions_hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, chunk * action_dim, D) -> (B, chunk, action_dim)."""

@@ -71,6 +71,15 @@ class PrunedSequence:
         return positions - self.num_patches + self.num_patch_slots
 
 
+def _splice(sequence: tuple, new_segment: tuple, patch_start: int, num_patches: int) -> PrunedSequence:
+    """Replace the patch segment of (tokens, position_ids, attention_mask) with the selected one."""
+    end = patch_start + num_patches
+    tokens, positions, mask = (
+        torch.cat([old[:, :patch_start], new, old[:, end:]], 1) for old, new in zip(sequence, new_segment)
+    )
+    return PrunedSequence(tokens, positions, mask, new_segment[0].shape[1], num_patches)
+
+
 class TokenPruner(nn.Module):
     """Parameter-free query-based visual token selection (LightVLA, arXiv 2509.12594)."""
 
@@ -146,12 +155,8 @@ class TokenPruner(nn.Module):
 
         kept = [torch.unique(p) for p in picks.detach()]
         self.last_stats = PruningStats(torch.tensor([len(k) for k in kept]), [k.cpu() for k in kept], num_patches)
-        return PrunedSequence(
-            torch.cat([tokens[:, :patch_start], new_patches, tokens[:, end:]], 1),
-            torch.cat([position_ids[:, :patch_start], new_pos, position_ids[:, end:]], 1),
-            torch.cat([attention_mask[:, :patch_start], new_mask, attention_mask[:, end:]], 1),
-            num_patches,
-            num_patches,
+        return _splice(
+            (tokens, position_ids, attention_mask), (new_patches, new_pos, new_mask), patch_start, num_patches
         )
 
     def _select_eval(self, tokens, position_ids, attention_mask, patch_start, num_patches, score) -> PrunedSequence:
@@ -171,10 +176,4 @@ class TokenPruner(nn.Module):
         new_mask = torch.gather(attention_mask[:, patch_start:end], 1, order) & valid
 
         self.last_stats = PruningStats(counts.cpu(), [o[v].cpu() for o, v in zip(order, valid)], num_patches)
-        return PrunedSequence(
-            torch.cat([tokens[:, :patch_start], patches, tokens[:, end:]], 1),
-            torch.cat([position_ids[:, :patch_start], new_pos, position_ids[:, end:]], 1),
-            torch.cat([attention_mask[:, :patch_start], new_mask, attention_mask[:, end:]], 1),
-            slots,
-            num_patches,
-        )
+        return _splice((tokens, position_ids, attention_mask), (patches, new_pos, new_mask), patch_start, num_patches)

@@ -75,9 +75,7 @@ def predict_action_chunk(
         if any("state" not in obs for obs in observations):
             raise ValueError("the policy uses proprio: every observation needs 'state' (the raw robot state)")
         states = [np.asarray(obs["state"], dtype=np.float64) for obs in observations]
-        proprio = torch.as_tensor(
-            np.stack([normalize(s, stats, vla.action_space.normalization_type) for s in states])
-        )
+        proprio = torch.as_tensor(np.stack([normalize(s, stats, vla.action_space.normalization_type) for s in states]))
     actions, _ = vla.predict_action(
         **inputs,
         unnorm_key=key,

@@ -94,7 +94,9 @@ class PrismaticConfig(PretrainedConfig):
         **kwargs: Any,
     ) -> None:
         if vision_backbone_id not in VISION_BACKBONE_TO_TIMM_ID:
-            raise ValueError(f"Unknown vision_backbone_id {vision_backbone_id!r}; known: {sorted(VISION_BACKBONE_TO_TIMM_ID)}")
+            raise ValueError(
+                f"Unknown vision_backbone_id {vision_backbone_id!r}; known: {sorted(VISION_BACKBONE_TO_TIMM_ID)}"
+            )
         if llm_backbone_id not in LLM_BACKBONE_TO_HF_PATH:
             raise ValueError(f"Unknown llm_backbone_id {llm_backbone_id!r}; known: {sorted(LLM_BACKBONE_TO_HF_PATH)}")
 

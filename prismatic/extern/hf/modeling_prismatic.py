@@ -188,7 +188,9 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
             getattr(config, "num_images_in_input", 1),
         )
         self.llm_dim = config.text_config.hidden_size
-        self.projector = PrismaticProjector(config.use_fused_vision_backbone, self.vision_backbone.embed_dim, self.llm_dim)
+        self.projector = PrismaticProjector(
+            config.use_fused_vision_backbone, self.vision_backbone.embed_dim, self.llm_dim
+        )
         self.language_model = LlamaForCausalLM(config.text_config)
         self.pruner = TokenPruner(
             enabled=getattr(config, "prune_visual_tokens", False), noise=getattr(config, "pruner_noise", "uniform")
@@ -236,7 +238,9 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
             )
         channels = pixel_values.shape[1]
         if channels % c:
-            raise ValueError(f"pixel_values has {channels} channels, not a multiple of {c} per image; expected {expected}")
+            raise ValueError(
+                f"pixel_values has {channels} channels, not a multiple of {c} per image; expected {expected}"
+            )
         if channels != c * n:
             raise ValueError(
                 f"pixel_values holds {channels // c} image(s) ({channels} channels) but the model is set for "

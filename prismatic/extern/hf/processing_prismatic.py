@@ -97,7 +97,9 @@ class PrismaticImageProcessor(BaseImageProcessor):
         outputs = []
         for resize, crop, norm in zip(self.tvf_resize_params, self.tvf_crop_params, self.tvf_normalize_params):
             mode = _PIL_CODE_TO_MODE[resize["interpolation"]]
-            x = TVF.resize(image, resize["size"], interpolation=mode, max_size=resize["max_size"], antialias=resize["antialias"])
+            x = TVF.resize(
+                image, resize["size"], interpolation=mode, max_size=resize["max_size"], antialias=resize["antialias"]
+            )
             x = TVF.to_tensor(TVF.center_crop(x, crop["output_size"]))
             outputs.append(TVF.normalize(x, mean=norm["mean"], std=norm["std"]))
         return torch.cat(outputs, dim=0)
