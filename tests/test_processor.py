@@ -77,3 +77,44 @@ def test_config_rejects_bad_values():
         OpenVLAConfig(pruner_noise="gaussian")
     with pytest.raises(ValueError, match="vision_backbone_id"):
         OpenVLAConfig(vision_backbone_id="resnet")
+
+
+def test_released_preprocessor_config_loads_and_matches(processor, tmp_path):
+    import json
+
+    from prismatic.extern.hf.processing_prismatic import PrismaticImageProcessor
+
+    released = {
+        "auto_map": {
+            "AutoImageProcessor": "processing_prismatic.PrismaticImageProcessor",
+            "AutoProcessor": "processing_prismatic.PrismaticProcessor",
+        },
+        "image_processor_type": "PrismaticImageProcessor",
+        "image_resize_strategy": "resize-naive",
+        "input_sizes": [[3, 224, 224], [3, 224, 224]],
+        "interpolations": ["bicubic", "bicubic"],
+        "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]],
+        "processor_class": "PrismaticProcessor",
+        "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
+        "tvf_crop_params": [{"output_size": [224, 224]}, {"output_size": [224, 224]}],
+        "tvf_do_letterbox": False,
+        "tvf_letterbox_fill": None,
+        "tvf_normalize_params": [
+            {"inplace": False, "mean": DINO_MEAN_BF16, "std": DINO_STD_BF16},
+            {"inplace": False, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+        ],
+        "tvf_resize_params": [
+            {"antialias": True, "interpolation": 3, "max_size": None, "size": [224, 224]},
+            {"antialias": True, "interpolation": 3, "max_size": None, "size": [224, 224]},
+        ],
+        "use_fused_vision_backbone": True,
+    }
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(released))
+    loaded = PrismaticImageProcessor.from_pretrained(tmp_path)
+    images = [random_image(3), random_image(4)]
+    torch.testing.assert_close(
+        loaded(images, return_tensors="pt")["pixel_values"],
+        processor.image_processor(images, return_tensors="pt")["pixel_values"],
+        rtol=0,
+        atol=0,
+    )
