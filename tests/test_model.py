@@ -230,3 +230,27 @@ def test_verify_checkpoint_script(processor, tiny_policy, tmp_path):
     assert "action chunk (8, 7)" in result.stdout and "visual tokens kept:" in result.stdout
     bad = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--pretrained_checkpoint is required" in bad.stderr
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(processor, tiny_policy, monkeypatch):
+    import prismatic.models.llama_bidirectional as llama_bidirectional
+
+    vla, _, _ = tiny_policy
+    vla.train()
+    ids, mask, labels, pixel_values = training_batch(processor, vla)
+    q_proj = vla.language_model.model.layers[0].self_attn.q_proj.weight
+
+    def gradient():
+        vla.zero_grad()
+        torch.manual_seed(0)
+        vla(ids, mask, pixel_values, labels).action_hidden_states.square().sum().backward()
+        return q_proj.grad.clone()
+
+    plain = gradient()
+    calls = []
+    original = llama_bidirectional.checkpoint
+    monkeypatch.setattr(llama_bidirectional, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    vla.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = gradient()
+    assert len(calls) == vla.config.text_config.num_hidden_layers
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-4, atol=1e-6)
