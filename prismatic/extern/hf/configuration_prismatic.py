@@ -63,7 +63,7 @@ ACTION_READOUT_CHOICES = ("oft_aligned", "lightvla_tail")
 
 
 def _llama_text_config(text_config: dict[str, Any] | None, pad_token_id: int) -> PretrainedConfig:
-    values = {k: v for k, v in LLAMA_4_40_DEFAULTS.items()}
+    values = dict(LLAMA_4_40_DEFAULTS)
     values.update({"pad_token_id": pad_token_id})
     values.update(text_config or {})
     if values.get("num_key_value_heads") is None:
@@ -123,8 +123,8 @@ class PrismaticConfig(PretrainedConfig):
         if isinstance(text_config, PretrainedConfig):
             text_config = text_config.to_dict()
         self.text_config = _llama_text_config(text_config, pad_token_id)
-        kwargs.pop("hf_llm_id", None), kwargs.pop("image_sizes", None)
-        kwargs.pop("timm_model_ids", None), kwargs.pop("timm_override_act_layers", None)
+        for derived in ("hf_llm_id", "image_sizes", "timm_model_ids", "timm_override_act_layers"):
+            kwargs.pop(derived, None)  # stored in config.json but always recomputed from the backbone ids
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:

@@ -265,8 +265,6 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         # Action tokens are the last `n_action_bins` ids of the text vocabulary (before the `<PAD>` token).
         self.text_vocab_size = config.text_config.vocab_size - config.pad_to_multiple_of
         self.action_token_begin_idx = self.text_vocab_size - (config.n_action_bins + 1)
-        bins = np.linspace(-1, 1, config.n_action_bins)
-        self.bin_centers = (bins[:-1] + bins[1:]) / 2.0
 
     # --- sequence construction ---
     def action_slot_mask(self, labels: torch.Tensor) -> torch.Tensor:
