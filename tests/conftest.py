@@ -8,9 +8,10 @@ import torch
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.presets import get_preset, make_config, make_heads, make_processor
+from prismatic.vla.constants import PROMPT_TEMPLATE
 
 UNNORM_KEY = "libero_object_no_noops"
-PROMPT = "In: What action should the robot take to {}?\nOut:"
+PROMPT = PROMPT_TEMPLATE
 
 
 def fake_norm_stats(action_dim: int = 7, proprio_dim: int = 8) -> dict:

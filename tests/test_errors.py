@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import PROMPT, UNNORM_KEY, random_image
+
 from prismatic.models.checkpoints import CheckpointError, load_policy, resolve_checkpoint, save_policy
 
 

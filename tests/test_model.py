@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import PROMPT, UNNORM_KEY, random_image
+
 from prismatic.models.checkpoints import load_policy, save_policy
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.normalization import unnormalize

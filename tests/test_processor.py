@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import PROMPT, random_image
+
 from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
 from prismatic.presets import make_config
 

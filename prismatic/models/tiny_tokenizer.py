@@ -16,6 +16,8 @@ import json
 import tempfile
 from pathlib import Path
 
+from prismatic.vla.constants import PROMPT_TEMPLATE
+
 TINY_VOCAB_SIZE = 960  # + <PAD> = 961 -> the model's vocabulary is padded to 1024 (pad_to_multiple_of 64)
 N_ACTION_BINS = 256
 
@@ -28,12 +30,11 @@ alphabet soup cream cheese tomato sauce ketchup orange juice milk chocolate pudd
 bbq barbecue box can bottle wine left right front back behind next between near far table counter
 ramekin cookie cookies frying pan moka pot pots cabinet flat shelf compartment both stack them
 """.split()
-_PROMPT = "In: What action should the robot take to {}?\nOut:"
 
 
 def _corpus() -> list[str]:
     words = _CORPUS_WORDS
-    sentences = [_PROMPT.format(" ".join(words[i : i + 9])) for i in range(0, len(words), 3)]
+    sentences = [PROMPT_TEMPLATE.format(" ".join(words[i : i + 9])) for i in range(0, len(words), 3)]
     sentences += [" ".join(words[i::7]) for i in range(7)]
     sentences += ["0123456789 .,:;?!'\"()-_/ ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz"]
     return sentences * 4

@@ -14,6 +14,10 @@ STOP_INDEX = 2  # Llama-2 `</s>`; appended after the action slots at train and i
 LLAMA2_EMPTY_TOKEN_ID = 29871  # Llama-2 SentencePiece "▁", the token between "Out:" and the first action token
 
 
+# OpenVLA's prompt; training appends " " + the action tokens + STOP, inference the empty token + action slots.
+PROMPT_TEMPLATE = "In: What action should the robot take to {}?\nOut:"
+
+
 class NormalizationType(str, Enum):
     NORMAL = "normal"  # (x - mean) / std
     BOUNDS = "bounds"  # [min, max] -> [-1, 1]

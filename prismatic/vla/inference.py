@@ -16,9 +16,9 @@ from PIL import Image
 from prismatic.extern.hf.processing_prismatic import to_pil_rgb
 from prismatic.models.checkpoints import Policy
 from prismatic.models.pruning import PruningStats
+from prismatic.vla.constants import PROMPT_TEMPLATE
 from prismatic.vla.normalization import normalize, resolve_unnorm_key
 
-PROMPT_TEMPLATE = "In: What action should the robot take to {}?\nOut:"
 CENTER_CROP_AREA = 0.9  # training augments with random 90%-area crops; evaluation takes the center one
 
 

@@ -22,8 +22,7 @@ import torch
 import torchvision.transforms.functional as TVF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
-from transformers import BatchFeature
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
