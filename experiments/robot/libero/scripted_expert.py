@@ -1,0 +1,238 @@
+"""A scripted pick-and-place expert for LIBERO that reads privileged simulator state.
+
+It makes real demonstrations on a fresh machine (no downloads): for every `on` / `in <...contain_region>` goal
+predicate of the task's BDDL file it grasps the object top-down, carries it over the target and releases it.
+Tasks with other predicates (open a drawer, turn on the stove, ...) raise `UnsupportedTask`.
+
+Control is OSC_POSE deltas at 20 Hz, as in the human demonstrations: `[dx, dy, dz, dax, day, daz, gripper]` in
+[-1, 1], where 1 is 5 cm / 0.5 rad per step and the gripper closes at +1. The hand keeps its initial (pointing
+down) orientation, turned about the vertical when the object is narrower across the other horizontal axis.
+"""
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+MAX_POS_STEP = 0.05  # metres per unit of action (robosuite OSC_POSE output_max)
+MAX_ROT_STEP = 0.5  # radians per unit of action
+OPEN, CLOSE = -1.0, 1.0
+MAX_GRIPPER_SPAN = 0.075  # objects wider than this (bowls, plates) are grasped by the rim
+
+
+class UnsupportedTask(ValueError):
+    """The task's goal needs a skill the expert does not script (articulated objects, pushing, switches)."""
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    gain: float = 12.0  # position error (m) -> action; saturates beyond ~8 cm
+    rot_gain: float = 2.0
+    tolerance: float = 0.008  # metres: a waypoint counts as reached
+    approach_height: float = 0.10  # above the grasp point before descending
+    lift_clearance: float = 0.06  # object bottom above the target's top while carrying
+    release_clearance: float = 0.02  # object bottom above the target's top when letting go
+    grip_steps: int = 12  # steps to close or open the fingers
+    waypoint_timeout: int = 60  # steps before giving up on reaching a waypoint
+    max_regrasps: int = 2
+
+
+@dataclass(frozen=True)
+class PickPlace:
+    obj: str  # body name of the object to move
+    target: str  # object or region site name
+
+
+class Phase(enum.Enum):
+    APPROACH = "approach"
+    DESCEND = "descend"
+    GRASP = "grasp"
+    LIFT = "lift"
+    CARRY = "carry"
+    LOWER = "lower"
+    RELEASE = "release"
+    RETREAT = "retreat"
+    DONE = "done"
+
+
+def goal_subtasks(env) -> list[PickPlace]:
+    """Translate the BDDL goal into pick-and-place subtasks, or raise UnsupportedTask."""
+    subtasks = []
+    for predicate in env.env.parsed_problem["goal_state"]:
+        kind, *args = predicate
+        if kind == "on" and len(args) == 2 or kind == "in" and len(args) == 2 and args[1].endswith("contain_region"):
+            subtasks.append(PickPlace(args[0], args[1]))
+        else:
+            raise UnsupportedTask(f"the scripted expert cannot achieve goal predicate {predicate}")
+    return subtasks
+
+
+class SceneGeometry:
+    """World-frame bounding boxes of objects and positions of region sites, from the live simulator."""
+
+    def __init__(self, env):
+        self.env = env.env
+        self.sim = env.sim
+        model = self.sim.model
+        self._collision_geoms: dict[int, np.ndarray] = {}
+        roots = model.body_rootid[model.geom_bodyid]
+        collides = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
+        for root in np.unique(roots):
+            self._collision_geoms[int(root)] = np.flatnonzero((roots == root) & collides)
+
+    def _root(self, name: str) -> int:
+        model = self.sim.model
+        body = self.env.obj_body_id[name] if name in self.env.obj_body_id else model.body_name2id(name)
+        return int(model.body_rootid[body])
+
+    def has_object(self, name: str) -> bool:
+        return name in self.env.obj_body_id
+
+    def aabb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(low corner, high corner) around the collision geometry of object `name` (and its moving parts)."""
+        model, data = self.sim.model, self.sim.data
+        geoms = self._collision_geoms[self._root(name)]
+        local = model._model.geom_aabb[geoms]  # (n, 6): centre and half sizes in each geom's frame
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+        corners = local[:, None, :3] + signs[None] * local[:, None, 3:]  # (n, 8, 3)
+        rot = data.geom_xmat[geoms].reshape(-1, 3, 3)
+        world = np.einsum("nij,nkj->nki", rot, corners) + data.geom_xpos[geoms][:, None]
+        return world.reshape(-1, 3).min(0), world.reshape(-1, 3).max(0)
+
+    def target_point(self, target: str) -> tuple[np.ndarray, float]:
+        """(xy centre, top height) of a placement target: an object, or a region site (of an object or a table)."""
+        if self.has_object(target):
+            low, high = self.aabb(target)
+            return (low[:2] + high[:2]) / 2, float(high[2])
+        site = self.sim.data.get_site_xpos(target).copy()
+        top = float(site[2])
+        owner = next((name for name in self.env.obj_body_id if target.startswith(name + "_")), None)
+        if owner is not None:
+            top = max(top, float(self.aabb(owner)[1][2]))
+        return site[:2], top
+
+
+def _yaw_quat(base: Rotation, yaw: float) -> Rotation:
+    return Rotation.from_euler("z", yaw) * base
+
+
+class ScriptedExpert:
+    """Stateful policy: call `reset(env, obs)` at the start of an episode, then `act(obs)` every step."""
+
+    def __init__(self, config: ExpertConfig | None = None):
+        self.cfg = config or ExpertConfig()
+
+    def reset(self, env, obs: dict) -> None:
+        self.geometry = SceneGeometry(env)
+        self.subtasks = goal_subtasks(env)
+        self.base_orientation = Rotation.from_quat(obs["robot0_eef_quat"])
+        self.index = 0
+        self.regrasps = 0
+        self._start_subtask()
+
+    # -- state machine --------------------------------------------------------------------------------------------
+    def _start_subtask(self) -> None:
+        self.phase = Phase.APPROACH if self.index < len(self.subtasks) else Phase.DONE
+        self.phase_steps = 0
+        if self.phase is Phase.DONE:
+            return
+        obj = self.subtasks[self.index].obj
+        low, high = self.geometry.aabb(obj)
+        size = high - low
+        centre = (low + high) / 2
+        # Fingers close along the hand's y axis; turn the hand so they span the narrower side of the object.
+        self.yaw = 0.0 if size[1] <= size[0] else np.pi / 2
+        span = min(size[0], size[1])
+        grasp = centre.copy()
+        if span > MAX_GRIPPER_SPAN:  # too wide to enclose: put one finger inside the rim, one outside
+            axis = 1 if self.yaw == 0.0 else 0
+            grasp[axis] = high[axis] - 0.015
+            grasp[2] = high[2] - 0.012
+        else:
+            grasp[2] = high[2] - min(0.03, size[2] / 2)
+        self.grasp_point = grasp
+        self.object_bottom_at_grasp = float(low[2])
+        self.target_orientation = _yaw_quat(self.base_orientation, self.yaw)
+
+    def _advance(self, phase: Phase) -> None:
+        self.phase = phase
+        self.phase_steps = 0
+
+    def _move(self, eef: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, bool]:
+        delta = target - eef
+        return np.clip(self.cfg.gain * delta, -1.0, 1.0), bool(np.linalg.norm(delta) < self.cfg.tolerance)
+
+    def _rotation_action(self, quat: np.ndarray) -> np.ndarray:
+        error = (self.target_orientation * Rotation.from_quat(quat).inv()).as_rotvec()
+        return np.clip(self.cfg.rot_gain * error / MAX_ROT_STEP, -1.0, 1.0)
+
+    def act(self, obs: dict) -> np.ndarray:
+        eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
+        if self.phase is Phase.DONE:
+            return np.array([0, 0, 0, 0, 0, 0, OPEN], dtype=np.float64)
+        self.phase_steps += 1
+        translation, gripper = self._phase_action(eef)
+        return np.concatenate([translation, self._rotation_action(obs["robot0_eef_quat"]), [gripper]])
+
+    def _phase_action(self, eef: np.ndarray) -> tuple[np.ndarray, float]:
+        cfg, task = self.cfg, self.subtasks[self.index]
+        timed_out = self.phase_steps > cfg.waypoint_timeout
+        if self.phase is Phase.APPROACH:
+            action, reached = self._move(eef, self.grasp_point + [0, 0, cfg.approach_height])
+            if reached or timed_out:
+                self._advance(Phase.DESCEND)
+            return action, OPEN
+        if self.phase is Phase.DESCEND:
+            action, reached = self._move(eef, self.grasp_point)
+            if reached or timed_out:
+                self._advance(Phase.GRASP)
+            return action, OPEN
+        if self.phase is Phase.GRASP:
+            action, _ = self._move(eef, self.grasp_point)
+            if self.phase_steps >= cfg.grip_steps:
+                self._advance(Phase.LIFT)
+            return action, CLOSE
+        low, _ = self.geometry.aabb(task.obj)
+        target_xy, target_top = self.geometry.target_point(task.target)
+        carry_z = eef[2] + (target_top + cfg.lift_clearance - low[2])
+        if self.phase is Phase.LIFT:
+            lift_z = max(carry_z, self.grasp_point[2] + cfg.approach_height)
+            action, reached = self._move(eef, np.array([eef[0], eef[1], lift_z]))
+            if reached or timed_out:
+                if low[2] < self.object_bottom_at_grasp + 0.02:  # the object stayed on the table: grasp again
+                    return self._regrasp(), OPEN
+                self._advance(Phase.CARRY)
+            return action, CLOSE
+        object_xy = (low[:2] + self.geometry.aabb(task.obj)[1][:2]) / 2
+        eef_goal_xy = target_xy + (eef[:2] - object_xy)  # bring the object's centre, not the hand, over the target
+        if self.phase is Phase.CARRY:
+            action, reached = self._move(eef, np.array([*eef_goal_xy, max(carry_z, eef[2] - 0.01)]))
+            if reached or timed_out:
+                self._advance(Phase.LOWER)
+            return action, CLOSE
+        if self.phase is Phase.LOWER:
+            release_z = eef[2] + (target_top + cfg.release_clearance - low[2])
+            action, reached = self._move(eef, np.array([*eef_goal_xy, release_z]))
+            if reached or timed_out:
+                self._advance(Phase.RELEASE)
+            return action, CLOSE
+        if self.phase is Phase.RELEASE:
+            if self.phase_steps >= cfg.grip_steps:
+                self._advance(Phase.RETREAT)
+            return np.zeros(3), OPEN
+        # RETREAT: straight up, then the next subtask
+        action, reached = self._move(eef, np.array([eef[0], eef[1], self.grasp_point[2] + 2 * cfg.approach_height]))
+        if reached or self.phase_steps > cfg.grip_steps:
+            self.index += 1
+            self.regrasps = 0
+            self._start_subtask()
+        return action, OPEN
+
+    def _regrasp(self) -> np.ndarray:
+        self.regrasps += 1
+        if self.regrasps > self.cfg.max_regrasps:
+            self._advance(Phase.DONE)  # give up; the episode will count as a failure
+        else:
+            self._start_subtask()
+        return np.zeros(3)
