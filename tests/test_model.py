@@ -31,7 +31,7 @@ def training_batch(processor, vla, batch=2):
     ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
     rng = torch.Generator().manual_seed(0)
     actions = labels > vla.action_token_begin_idx
-    random_tokens = torch.randint(vla.action_token_begin_idx + 1, vla.text_vocab_size, ids.shape, generator=rng)
+    random_tokens = torch.randint(vla.action_token_begin_idx + 1, vla.action_token_begin_idx + 1 + vla.config.n_action_bins, ids.shape, generator=rng)
     ids = torch.where(actions, random_tokens, ids)
     labels = torch.where(actions, random_tokens, labels)
     return ids, mask, labels, inputs["pixel_values"]

@@ -10,13 +10,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TVF
 from PIL import Image
 
 from prismatic.extern.hf.processing_prismatic import to_pil_rgb
 from prismatic.models.checkpoints import Policy
 from prismatic.models.pruning import PruningStats
 from prismatic.vla.constants import PROMPT_TEMPLATE
+from prismatic.vla.datasets.augmentation import square_crop
 from prismatic.vla.normalization import normalize, resolve_unnorm_key
 
 CENTER_CROP_AREA = 0.9  # training augments with random 90%-area crops; evaluation takes the center one
@@ -27,11 +27,8 @@ def build_prompt(task_description: str) -> str:
 
 
 def center_crop(image: Image.Image, area: float = CENTER_CROP_AREA) -> Image.Image:
-    """Crop the central square of ``area`` (fraction of the image) and resize back (bilinear)."""
-    width, height = image.size
-    side = np.sqrt(area)
-    crop = TVF.center_crop(image, [round(height * side), round(width * side)])
-    return TVF.resize(crop, [height, width], interpolation=TVF.InterpolationMode.BILINEAR, antialias=True)
+    """The central square of ``area`` (fraction of the image), resized back: training's random crop, made fixed."""
+    return square_crop(image, area)
 
 
 def observation_images(observation: Mapping, num_images: int) -> list[Image.Image]:

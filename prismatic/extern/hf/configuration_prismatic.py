@@ -174,3 +174,8 @@ class OpenVLAConfig(PrismaticConfig):
 
     def get_action_space(self) -> ActionSpace:
         return ActionSpace(**self.action_space)
+
+    @property
+    def action_token_begin_idx(self) -> int:
+        """Ids above this are action tokens: the last ``n_action_bins`` of the text vocabulary, before ``<PAD>``."""
+        return self.text_config.vocab_size - self.pad_to_multiple_of - (self.n_action_bins + 1)

@@ -255,6 +255,22 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
         return self.projector(features)
 
 
+def action_sequence(prompt_ids: torch.Tensor, config: OpenVLAConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One unpadded prompt -> (ids, labels) of the full training/inference sequence.
+
+    The prompt gets the empty token ("▁") when it does not end in one, then one placeholder action token per action
+    value (their embeddings are zeroed in the forward pass, so the id only marks the slot) and STOP. Labels ignore
+    the prompt and carry the placeholders and STOP, which is how the model finds the action slots.
+    """
+    if int(prompt_ids[-1]) != config.empty_token_id:
+        prompt_ids = torch.cat([prompt_ids, prompt_ids.new_tensor([config.empty_token_id])])
+    n_slots = config.get_action_space().num_action_tokens
+    tail = prompt_ids.new_full((n_slots + 1,), config.action_token_begin_idx + 1)
+    tail[-1] = STOP_INDEX
+    labels = torch.cat([prompt_ids.new_full(prompt_ids.shape, IGNORE_INDEX), tail])
+    return torch.cat([prompt_ids, tail]), labels
+
+
 class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
     config_class = OpenVLAConfig
 
@@ -262,9 +278,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         super().__init__(config)
         self.norm_stats = config.norm_stats
         self.action_space = config.get_action_space()
-        # Action tokens are the last `n_action_bins` ids of the text vocabulary (before the `<PAD>` token).
-        self.text_vocab_size = config.text_config.vocab_size - config.pad_to_multiple_of
-        self.action_token_begin_idx = self.text_vocab_size - (config.n_action_bins + 1)
+        self.action_token_begin_idx = config.action_token_begin_idx
 
     # --- sequence construction ---
     def action_slot_mask(self, labels: torch.Tensor) -> torch.Tensor:
@@ -288,25 +302,15 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
-        n_slots, placeholder = self.action_space.num_action_tokens, self.action_token_begin_idx + 1
-        rows = []
-        for ids, mask in zip(input_ids, attention_mask.bool()):
-            ids = ids[mask]
-            if int(ids[-1]) != self.config.empty_token_id:
-                ids = torch.cat([ids, ids.new_tensor([self.config.empty_token_id])])
-            rows.append(ids)
-        length = max(len(r) for r in rows) + n_slots + 1
+        rows = [action_sequence(ids[mask], self.config) for ids, mask in zip(input_ids, attention_mask.bool())]
+        length = max(len(ids) for ids, _ in rows)
         out_ids = input_ids.new_full((len(rows), length), self.config.pad_token_id)
         labels = input_ids.new_full((len(rows), length), IGNORE_INDEX)
         out_mask = torch.zeros((len(rows), length), dtype=torch.bool, device=input_ids.device)
-        for b, ids in enumerate(rows):
-            n = len(ids)
-            out_ids[b, :n] = ids
-            out_ids[b, n : n + n_slots] = placeholder
-            out_ids[b, n + n_slots] = STOP_INDEX
-            labels[b, n : n + n_slots] = placeholder
-            labels[b, n + n_slots] = STOP_INDEX
-            out_mask[b, : n + n_slots + 1] = True
+        for b, (ids, row_labels) in enumerate(rows):
+            out_ids[b, : len(ids)] = ids
+            labels[b, : len(ids)] = row_labels
+            out_mask[b, : len(ids)] = True
         return out_ids, out_mask, labels
 
     # --- forward ---
