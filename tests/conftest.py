@@ -44,3 +44,20 @@ def tiny_policy():
 
 def random_image(seed: int, size: int = 256) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def scripted_demo_root(tmp_path_factory):
+    """A real LIBERO dataset made by the scripted expert: libero_object task 0, 2 demos, 64 px cameras.
+
+    Returns the data root; the dataset lives in `<root>/libero_object_no_noops`. Takes about a minute on 2 cores.
+    """
+    from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, generate_task
+
+    root = tmp_path_factory.mktemp("demos")
+    cfg = GenerateDemosConfig(
+        task_suite_name="libero_object", num_demos_per_task=2, out_dir=root / UNNORM_KEY, resolution=64
+    )
+    report = generate_task(cfg, 0, show_progress=False)
+    assert report.successes == 2, report
+    return root

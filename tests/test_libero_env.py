@@ -1,0 +1,61 @@
+"""The real LIBERO simulator through experiments/robot/libero/libero_utils.py (headless, software rendering)."""
+
+import numpy as np
+import pytest
+
+from experiments.robot.libero import libero_utils as lu
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("suite", lu.TASK_SUITES)
+def test_first_task_of_every_suite_steps_and_is_not_solved_at_start(suite):
+    task = lu.get_task(suite, 0)
+    assert task.language and task.max_steps == lu.TASK_MAX_STEPS[suite]
+    env = lu.make_env(task, resolution=64, cameras=True)
+    try:
+        env.reset()
+        obs = env.set_init_state(lu.get_initial_states(suite, 0)[0])
+        assert not env.check_success()
+        start = np.array(obs["robot0_eef_pos"])
+        for _ in range(5):
+            obs, _, done, _ = env.step([0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0])  # move up
+        assert not done
+        assert obs["robot0_eef_pos"][2] > start[2] + 0.01
+        policy_obs = lu.policy_observation(obs)
+        assert policy_obs["full_image"].shape == policy_obs["wrist_image"].shape == (64, 64, 3)
+        assert policy_obs["full_image"].dtype == np.uint8
+        np.testing.assert_array_equal(policy_obs["full_image"], obs["agentview_image"][::-1, ::-1])
+        assert policy_obs["state"].shape == (8,)
+        np.testing.assert_allclose(policy_obs["state"][:3], obs["robot0_eef_pos"], atol=1e-6)
+    finally:
+        lu.close_env(env)
+
+
+def test_official_initial_states_are_provided():
+    states = lu.get_initial_states("libero_spatial", 0)
+    assert states.shape[0] == 50 and states.ndim == 2
+
+
+def test_quat2axisangle_matches_robosuite():
+    from robosuite.utils.transform_utils import quat2axisangle
+
+    rng = np.random.default_rng(0)
+    for quat in [*rng.normal(size=(20, 4)), np.array([0.0, 0.0, 0.0, 1.0])]:
+        quat = quat / np.linalg.norm(quat)
+        np.testing.assert_allclose(lu.quat2axisangle(quat), quat2axisangle(quat), atol=1e-6)
+
+
+def test_noop_rule():
+    still_open = np.array([0, 0, 0, 0, 0, 0, -1.0])
+    assert lu.is_noop(still_open, None)
+    assert lu.is_noop(still_open, still_open)
+    assert not lu.is_noop(still_open, np.array([0, 0, 0, 0, 0, 0, 1.0]))  # the gripper changes
+    assert not lu.is_noop(np.array([0.01, 0, 0, 0, 0, 0, -1.0]), still_open)
+
+
+def test_bad_suite_and_task_id_are_explained():
+    with pytest.raises(ValueError, match="Unknown LIBERO task suite 'libero_foo'.*libero_spatial"):
+        lu.get_task("libero_foo", 0)
+    with pytest.raises(ValueError, match="tasks 0..9"):
+        lu.get_task("libero_object", 10)

@@ -1,0 +1,108 @@
+"""The scripted expert in real rollouts, and the demonstration files it produces."""
+
+import h5py
+import numpy as np
+import pytest
+
+from experiments.robot.libero import libero_utils as lu
+from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, generate_task, rollout
+from experiments.robot.libero.regenerate_libero_dataset import RegenerateConfig, regenerate_task, replay_demo
+from experiments.robot.libero.scripted_expert import ScriptedExpert, UnsupportedTask, goal_subtasks
+from prismatic.vla.datasets import libero_hdf5
+
+pytestmark = pytest.mark.slow
+TASK_FILE = "pick_up_the_alphabet_soup_and_place_it_in_the_basket_demo.hdf5"
+
+
+@pytest.fixture(scope="module")
+def object_env():
+    env = lu.make_env(lu.get_task("libero_object", 3), cameras=False)
+    yield env
+    lu.close_env(env)
+
+
+def test_expert_succeeds_on_a_libero_object_task(object_env):
+    success, record = rollout(object_env, ScriptedExpert(), lu.TASK_MAX_STEPS["libero_object"], seed=123)
+    assert success
+    assert object_env.check_success()
+    actions = np.asarray(record["actions"])
+    assert actions.shape[1] == 7 and np.abs(actions).max() <= 1.0
+    assert set(np.unique(actions[:, -1])) == {-1.0, 1.0}  # it opened and closed the gripper
+
+
+def test_expert_refuses_tasks_it_cannot_script():
+    env = lu.make_env(lu.get_task("libero_goal", 0), cameras=False)  # "open the middle drawer of the cabinet"
+    try:
+        with pytest.raises(UnsupportedTask, match="open"):
+            goal_subtasks(env)
+    finally:
+        lu.close_env(env)
+
+
+def test_generated_file_has_the_libero_layout(scripted_demo_root):
+    path = scripted_demo_root / "libero_object_no_noops" / TASK_FILE
+    assert not list(path.parent.glob("*.partial"))
+    with h5py.File(path, "r") as f:
+        assert libero_hdf5.demo_names(f) == ["demo_0", "demo_1"]
+        assert libero_hdf5.read_language(f) == "pick up the alphabet soup and place it in the basket"
+        assert f["data"].attrs["num_demos"] == 2
+        demo = f["data/demo_0"]
+        steps = demo.attrs["num_samples"]
+        expected = {
+            "actions": ((steps, 7), np.floating),
+            "states": ((steps, None), np.floating),
+            "robot_states": ((steps, 9), np.floating),
+            "dones": ((steps,), np.uint8),
+            "obs/agentview_rgb": ((steps, 64, 64, 3), np.uint8),
+            "obs/eye_in_hand_rgb": ((steps, 64, 64, 3), np.uint8),
+            "obs/ee_pos": ((steps, 3), np.floating),
+            "obs/ee_ori": ((steps, 3), np.floating),
+            "obs/ee_states": ((steps, 6), np.floating),
+            "obs/gripper_states": ((steps, 2), np.floating),
+            "obs/joint_states": ((steps, 7), np.floating),
+        }
+        for key, (shape, dtype) in expected.items():
+            assert np.issubdtype(demo[key].dtype, dtype), key
+            assert all(a == b for a, b in zip(demo[key].shape, shape) if b is not None), (key, demo[key].shape)
+        assert demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
+        assert demo["obs/agentview_rgb"][0].std() > 5  # a real rendering, not a blank frame
+
+
+def test_stored_demo_replays_to_success(scripted_demo_root):
+    env = lu.make_env(lu.get_task("libero_object", 0), cameras=False)
+    try:
+        with h5py.File(scripted_demo_root / "libero_object_no_noops" / TASK_FILE, "r") as f:
+            demo = libero_hdf5.read_demo(f, "demo_1", with_images=False)
+        success, replayed = replay_demo(env, demo, render=False)
+        assert success
+        assert len(replayed) == len(demo)  # the expert never idles: nothing is dropped as a no-op
+        np.testing.assert_allclose(replayed.actions, demo.actions)
+    finally:
+        lu.close_env(env)
+
+
+def test_generation_resumes_instead_of_redoing(scripted_demo_root):
+    cfg = GenerateDemosConfig(num_demos_per_task=2, out_dir=scripted_demo_root / "libero_object_no_noops")
+    report = generate_task(cfg, 0, show_progress=False)
+    assert report.skipped.startswith("already has 2 demos") and report.attempts == 0
+
+
+def test_regeneration_replays_and_rerenders(scripted_demo_root, tmp_path):
+    cfg = RegenerateConfig(
+        libero_task_suite="libero_object",
+        libero_raw_data_dir=scripted_demo_root / "libero_object_no_noops",
+        libero_target_dir=tmp_path,
+        resolution=32,
+    )
+    metainfo = {}
+    kept, total = regenerate_task(cfg, lu.get_task("libero_object", 0), metainfo)
+    assert (kept, total) == (2, 2)
+    info = metainfo["pick_up_the_alphabet_soup_and_place_it_in_the_basket"]
+    assert info["demo_0"]["success"] and len(info["demo_0"]["initial_state"]) > 10
+    with h5py.File(tmp_path / TASK_FILE, "r") as f:
+        assert f["data/demo_0/obs/agentview_rgb"].shape[1:] == (32, 32, 3)
+
+
+def test_regeneration_needs_the_raw_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="libero_raw_data_dir"):
+        RegenerateConfig(libero_raw_data_dir=tmp_path / "missing")
