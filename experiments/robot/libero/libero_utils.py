@@ -4,6 +4,7 @@ Everything that touches the simulator goes through here so that data generation,
 evaluation observe the world identically (spec §7.2–7.3).
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -138,10 +139,8 @@ def policy_observation(obs: dict) -> dict:
 
 def close_env(env) -> None:
     """Free the GL context now, while EGL is still alive (at interpreter exit it prints spurious EGL errors)."""
-    try:
+    with contextlib.suppress(Exception):  # best effort: the process may already be tearing down
         env.close()
-    except Exception:  # noqa: BLE001 - closing is best effort; the process may be tearing down
-        pass
 
 
 def robot_record(obs: dict) -> dict[str, np.ndarray]:
