@@ -112,27 +112,29 @@ def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = 
         report.skipped = f"unsupported ({err})"
         return report
     camera_env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
-    demos: list[libero_hdf5.Demo] = []
+    lengths: list[int] = []
     start = time.perf_counter()
     bar = tqdm(total=cfg.num_demos_per_task, desc=f"task {task_id}", unit="demo", disable=not show_progress)
-    for attempt in range(cfg.num_demos_per_task * cfg.max_attempts_per_demo):
-        report.attempts += 1
-        success, record = rollout(env, expert, task.max_steps, cfg.seed * 100_000 + task_id * 1_000 + attempt)
-        if success:
-            demos.append(render_demo(camera_env, record))
-            bar.update(1)
-        bar.set_postfix(success_rate=f"{len(demos)}/{report.attempts}")
-        if len(demos) == cfg.num_demos_per_task:
-            break
+    env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "generator": "scripted_expert"}
+    with libero_hdf5.DemoFileWriter(path, task.language, env_args, task.bddl_file) as writer:
+        for attempt in range(cfg.num_demos_per_task * cfg.max_attempts_per_demo):
+            report.attempts += 1
+            success, record = rollout(env, expert, task.max_steps, cfg.seed * 100_000 + task_id * 1_000 + attempt)
+            if success:
+                writer.append(render_demo(camera_env, record))
+                lengths.append(len(record["actions"]))
+                bar.update(1)
+            bar.set_postfix(success_rate=f"{len(lengths)}/{report.attempts}")
+            if len(lengths) == cfg.num_demos_per_task:
+                break
     bar.close()
     lu.close_env(env)
     lu.close_env(camera_env)
-    report.successes = len(demos)
+    report.successes = len(lengths)
     report.seconds = time.perf_counter() - start
-    if demos:
-        report.mean_length = float(np.mean([len(d) for d in demos]))
-        env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "generator": "scripted_expert"}
-        libero_hdf5.write_demo_file(path, demos, task.language, env_args, task.bddl_file)
+    report.mean_length = float(np.mean(lengths)) if lengths else 0.0
+    if not lengths:
+        path.unlink(missing_ok=True)  # an empty task file would only fail later, in the data loader
     return report
 
 

@@ -43,6 +43,11 @@ class RegenerateConfig:
 
 def replay_demo(env, demo: libero_hdf5.Demo, drop_noops: bool = True, render: bool = True):
     """Replay `demo` from its first state; returns (success, the re-recorded Demo of the kept steps)."""
+    if demo.states.ndim != 2 or demo.states.shape[1] == 0:
+        raise libero_hdf5.DemoFileError(
+            "this demo has no simulator states (converted from RLDS?), so it cannot be replayed; "
+            "train on it directly instead"
+        )
     env.reset()
     env.set_init_state(demo.states[0])
     obs = lu.settle(env)
@@ -80,21 +85,22 @@ def regenerate_task(cfg: RegenerateConfig, task: lu.LiberoTask, metainfo: dict) 
     if not source.exists():
         raise FileNotFoundError(f"{source} is missing: the raw folder has no demonstrations for task {task.name!r}.")
     env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
-    kept_demos, task_info = [], {}
-    with h5py.File(source, "r") as f:
+    task_info, kept = {}, 0
+    env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "source": str(source)}
+    with h5py.File(source, "r") as f, libero_hdf5.DemoFileWriter(target, task.language, env_args, task.bddl_file) as out:
         names = libero_hdf5.demo_names(f)
         for name in tqdm(names, desc=task.name[:40], unit="demo", leave=False):
             demo = libero_hdf5.read_demo(f, name, with_images=False)
             success, replayed = replay_demo(env, demo)
             task_info[name] = {"success": success, "initial_state": demo.states[0].tolist()}
             if success:
-                kept_demos.append(replayed)
+                out.append(replayed)
+                kept += 1
     lu.close_env(env)
     metainfo[task.language.replace(" ", "_")] = task_info
-    if kept_demos:
-        env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "source": str(source)}
-        libero_hdf5.write_demo_file(target, kept_demos, task.language, env_args, task.bddl_file)
-    return len(kept_demos), len(names)
+    if not kept:
+        target.unlink(missing_ok=True)
+    return kept, len(names)
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
