@@ -5,9 +5,8 @@ import pytest
 
 from experiments.robot.libero import libero_utils as lu
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 @pytest.mark.parametrize("suite", lu.TASK_SUITES)
 def test_first_task_of_every_suite_steps_and_is_not_solved_at_start(suite):
     task = lu.get_task(suite, 0)

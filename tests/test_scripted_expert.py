@@ -7,10 +7,15 @@ import pytest
 from experiments.robot.libero import libero_utils as lu
 from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, generate_task, rollout
 from experiments.robot.libero.regenerate_libero_dataset import RegenerateConfig, regenerate_task, replay_demo
-from experiments.robot.libero.scripted_expert import ScriptedExpert, UnsupportedTask, goal_subtasks
+from experiments.robot.libero.scripted_expert import (
+    MAX_GRIPPER_SPAN,
+    ScriptedExpert,
+    UnsupportedTask,
+    goal_subtasks,
+    grasp_candidates,
+)
 from prismatic.vla.datasets import libero_hdf5
 
-pytestmark = pytest.mark.slow
 TASK_FILE = "pick_up_the_alphabet_soup_and_place_it_in_the_basket_demo.hdf5"
 
 
@@ -21,6 +26,7 @@ def object_env():
     lu.close_env(env)
 
 
+@pytest.mark.slow
 def test_expert_succeeds_on_a_libero_object_task(object_env):
     success, record = rollout(object_env, ScriptedExpert(), lu.TASK_MAX_STEPS["libero_object"], seed=123)
     assert success
@@ -30,6 +36,7 @@ def test_expert_succeeds_on_a_libero_object_task(object_env):
     assert set(np.unique(actions[:, -1])) == {-1.0, 1.0}  # it opened and closed the gripper
 
 
+@pytest.mark.slow
 def test_expert_refuses_tasks_it_cannot_script():
     env = lu.make_env(lu.get_task("libero_goal", 0), cameras=False)  # "open the middle drawer of the cabinet"
     try:
@@ -39,6 +46,7 @@ def test_expert_refuses_tasks_it_cannot_script():
         lu.close_env(env)
 
 
+@pytest.mark.slow
 def test_generated_file_has_the_libero_layout(scripted_demo_root):
     path = scripted_demo_root / "libero_object_no_noops" / TASK_FILE
     assert not list(path.parent.glob("*.partial"))
@@ -68,6 +76,7 @@ def test_generated_file_has_the_libero_layout(scripted_demo_root):
         assert demo["obs/agentview_rgb"][0].std() > 5  # a real rendering, not a blank frame
 
 
+@pytest.mark.slow
 def test_stored_demo_replays_to_success(scripted_demo_root):
     env = lu.make_env(lu.get_task("libero_object", 0), cameras=False)
     try:
@@ -81,12 +90,14 @@ def test_stored_demo_replays_to_success(scripted_demo_root):
         lu.close_env(env)
 
 
+@pytest.mark.slow
 def test_generation_resumes_instead_of_redoing(scripted_demo_root):
     cfg = GenerateDemosConfig(num_demos_per_task=2, out_dir=scripted_demo_root / "libero_object_no_noops")
     report = generate_task(cfg, 0, show_progress=False)
     assert report.skipped.startswith("already has 2 demos") and report.attempts == 0
 
 
+@pytest.mark.slow
 def test_regeneration_replays_and_rerenders(scripted_demo_root, tmp_path):
     cfg = RegenerateConfig(
         libero_task_suite="libero_object",
@@ -106,3 +117,22 @@ def test_regeneration_replays_and_rerenders(scripted_demo_root, tmp_path):
 def test_regeneration_needs_the_raw_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="libero_raw_data_dir"):
         RegenerateConfig(libero_raw_data_dir=tmp_path / "missing")
+
+
+def test_grasp_candidates():
+    # a can: centre grasp below its top, fingers along y first, then turned
+    can = grasp_candidates(np.array([0.0, 0.0, 0.0]), np.array([0.06, 0.06, 0.1]))
+    assert [yaw for _, yaw in can] == [0.0, np.pi / 2]
+    np.testing.assert_allclose(can[0][0], [0.03, 0.03, 0.07])
+    # a box long in y: only the turned hand fits across its narrow side
+    box = grasp_candidates(np.array([0.0, 0.0, 0.0]), np.array([0.04, 0.12, 0.03]))
+    assert [yaw for _, yaw in box] == [np.pi / 2]
+    assert box[0][0][2] == pytest.approx(0.015)
+    # a bowl wider than the open gripper: four rim grasps, each just inside one side, fingers across that side
+    low, high = np.array([0.0, 0.0, 0.9]), np.array([0.12, 0.12, 0.95])
+    rim = grasp_candidates(low, high)
+    assert len(rim) == 4 and 0.12 > MAX_GRIPPER_SPAN
+    for point, yaw in rim:
+        axis = 1 if yaw == 0.0 else 0
+        assert min(abs(point[axis] - low[axis]), abs(point[axis] - high[axis])) < 0.03
+        assert low[2] < point[2] < high[2]

@@ -30,7 +30,8 @@ class GenerateDemosConfig:
     out_dir: Path | None = None  # default: datasets/libero/{task_suite_name}_no_noops
     task_ids: list[int] | None = None  # default: every task the expert supports
     resolution: int = 256  # camera size, as upstream's regenerated datasets
-    max_attempts_per_demo: int = 3  # give up on a task after num_demos_per_task * this many failed layouts
+    max_attempts_per_demo: int = 3  # at most num_demos_per_task * this many layouts per task
+    give_up_after: int = 10  # stop a task whose first this-many attempts all fail (the expert cannot do it)
     seed: int = 0  # layouts come from env.seed(seed * 100_000 + task_id * 1_000 + attempt)
     num_workers: int = 1  # tasks generated in parallel processes (each holds two simulators, ~2 GB)
     overwrite: bool = False
@@ -125,7 +126,7 @@ def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = 
                 lengths.append(len(record["actions"]))
                 bar.update(1)
             bar.set_postfix(success_rate=f"{len(lengths)}/{report.attempts}")
-            if len(lengths) == cfg.num_demos_per_task:
+            if len(lengths) == cfg.num_demos_per_task or (not lengths and report.attempts >= cfg.give_up_after):
                 break
     bar.close()
     lu.close_env(env)

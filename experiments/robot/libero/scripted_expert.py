@@ -19,6 +19,7 @@ MAX_POS_STEP = 0.05  # metres per unit of action (robosuite OSC_POSE output_max)
 MAX_ROT_STEP = 0.5  # radians per unit of action
 OPEN, CLOSE = -1.0, 1.0
 MAX_GRIPPER_SPAN = 0.075  # objects wider than this (bowls, plates) are grasped by the rim
+RIM_INSET, RIM_DEPTH = 0.015, 0.012  # rim grasp point: this far inside the box's edge and below its top
 
 
 class UnsupportedTask(ValueError):
@@ -35,7 +36,7 @@ class ExpertConfig:
     release_clearance: float = 0.02  # object bottom above the target's top when letting go
     grip_steps: int = 12  # steps to close or open the fingers
     waypoint_timeout: int = 60  # steps before giving up on reaching a waypoint
-    max_regrasps: int = 2
+    max_regrasps: int = 3  # grasp attempts after the first (each tries the next candidate grasp)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,34 @@ class SceneGeometry:
         return site[:2], top
 
 
+def grasp_candidates(low: np.ndarray, high: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """Top-down grasps for an object with this bounding box, best first, as (grasp point, hand yaw).
+
+    The fingers close along the hand's y axis (yaw 0) or, turned, along x. An object that fits between the fingers
+    is grasped at its centre, a little below its top; a wider one (a bowl, a plate) by the rim, one finger inside
+    and one outside, from each of its four sides in turn.
+    """
+    size, centre = high - low, (low + high) / 2
+    yaws = [(0.0, 1), (np.pi / 2, 0)]  # (yaw, horizontal axis the fingers span)
+    if size[1] > 1.2 * size[0]:  # clearly elongated along y: span its narrow side first
+        yaws.reverse()
+    candidates = []
+    for yaw, axis in yaws:
+        if size[axis] <= MAX_GRIPPER_SPAN:
+            grasp = centre.copy()
+            grasp[2] = high[2] - min(0.03, size[2] / 2)
+            candidates.append((grasp, yaw))
+    if candidates:
+        return candidates
+    for yaw, axis in [(0.0, 1), (np.pi / 2, 0)]:
+        for side in (high[axis] - RIM_INSET, low[axis] + RIM_INSET):
+            grasp = centre.copy()
+            grasp[axis] = side
+            grasp[2] = high[2] - RIM_DEPTH
+            candidates.append((grasp, yaw))
+    return candidates
+
+
 def _yaw_quat(base: Rotation, yaw: float) -> Rotation:
     return Rotation.from_euler("z", yaw) * base
 
@@ -137,21 +166,9 @@ class ScriptedExpert:
         self.phase_steps = 0
         if self.phase is Phase.DONE:
             return
-        obj = self.subtasks[self.index].obj
-        low, high = self.geometry.aabb(obj)
-        size = high - low
-        centre = (low + high) / 2
-        # Fingers close along the hand's y axis; turn the hand so they span the narrower side of the object.
-        self.yaw = 0.0 if size[1] <= size[0] else np.pi / 2
-        span = min(size[0], size[1])
-        grasp = centre.copy()
-        if span > MAX_GRIPPER_SPAN:  # too wide to enclose: put one finger inside the rim, one outside
-            axis = 1 if self.yaw == 0.0 else 0
-            grasp[axis] = high[axis] - 0.015
-            grasp[2] = high[2] - 0.012
-        else:
-            grasp[2] = high[2] - min(0.03, size[2] / 2)
-        self.grasp_point = grasp
+        low, high = self.geometry.aabb(self.subtasks[self.index].obj)
+        candidates = grasp_candidates(low, high)
+        self.grasp_point, self.yaw = candidates[self.regrasps % len(candidates)]
         self.object_bottom_at_grasp = float(low[2])
         self.target_orientation = _yaw_quat(self.base_orientation, self.yaw)
 
@@ -185,20 +202,24 @@ class ScriptedExpert:
             return action, OPEN
         if self.phase is Phase.DESCEND:
             action, reached = self._move(eef, self.grasp_point)
-            if reached or timed_out:
+            if reached:
                 self._advance(Phase.GRASP)
+            elif timed_out:  # blocked on the way down (a drawer, a neighbour): try another grasp
+                return self._regrasp(), OPEN
             return action, OPEN
+        low, _ = self.geometry.aabb(task.obj)
+        target_xy, target_top = self.geometry.target_point(task.target)
         if self.phase is Phase.GRASP:
             action, _ = self._move(eef, self.grasp_point)
             if self.phase_steps >= cfg.grip_steps:
+                # carry high enough that the held object's bottom clears the target; fixed now, so that a missed
+                # grasp cannot make the hand chase an object that stays on the table
+                rise = max(cfg.approach_height, target_top + cfg.lift_clearance - self.object_bottom_at_grasp)
+                self.carry_z = self.grasp_point[2] + rise
                 self._advance(Phase.LIFT)
             return action, CLOSE
-        low, _ = self.geometry.aabb(task.obj)
-        target_xy, target_top = self.geometry.target_point(task.target)
-        carry_z = eef[2] + (target_top + cfg.lift_clearance - low[2])
         if self.phase is Phase.LIFT:
-            lift_z = max(carry_z, self.grasp_point[2] + cfg.approach_height)
-            action, reached = self._move(eef, np.array([eef[0], eef[1], lift_z]))
+            action, reached = self._move(eef, np.array([eef[0], eef[1], self.carry_z]))
             if reached or timed_out:
                 if low[2] < self.object_bottom_at_grasp + 0.02:  # the object stayed on the table: grasp again
                     return self._regrasp(), OPEN
@@ -207,7 +228,7 @@ class ScriptedExpert:
         object_xy = (low[:2] + self.geometry.aabb(task.obj)[1][:2]) / 2
         eef_goal_xy = target_xy + (eef[:2] - object_xy)  # bring the object's centre, not the hand, over the target
         if self.phase is Phase.CARRY:
-            action, reached = self._move(eef, np.array([*eef_goal_xy, max(carry_z, eef[2] - 0.01)]))
+            action, reached = self._move(eef, np.array([*eef_goal_xy, self.carry_z]))
             if reached or timed_out:
                 self._advance(Phase.LOWER)
             return action, CLOSE
