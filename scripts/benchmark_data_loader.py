@@ -57,13 +57,17 @@ def main(cfg: LoaderBenchmarkConfig) -> dict[int, float]:
         num_images_in_input=cfg.num_images_in_input, use_proprio=True, image_aug=cfg.image_aug,
     )  # fmt: skip
     collate = PaddedCollatorForActionPrediction(model_max_length=2048, pad_token_id=config.pad_token_id)
-    print(f"{cfg.dataset_name}: {len(dataset)} samples in {len(dataset.episodes)} episodes, "
-          f"{cfg.num_images_in_input} images, augmentation {'on' if cfg.image_aug else 'off'}, batch {cfg.batch_size}")
+    print(
+        f"{cfg.dataset_name}: {len(dataset)} samples in {len(dataset.episodes)} episodes, "
+        f"{cfg.num_images_in_input} images, augmentation {'on' if cfg.image_aug else 'off'}, batch {cfg.batch_size}"
+    )
     results = {}
     for workers in cfg.num_workers:
         results[workers] = throughput(dataset, collate, cfg.batch_size, workers, cfg.num_batches)
-        print(f"  num_workers={workers}: {results[workers]:7.1f} samples/s  "
-              f"({results[workers] / results[cfg.num_workers[0]]:.2f}x)")
+        print(
+            f"  num_workers={workers}: {results[workers]:7.1f} samples/s  "
+            f"({results[workers] / results[cfg.num_workers[0]]:.2f}x)"
+        )
     return results
 
 
