@@ -1,0 +1,242 @@
+"""Training data from LIBERO HDF5 demonstrations: one sample per step, streamed from disk.
+
+`data_root_dir / dataset_name` is a folder of `{task}_demo.hdf5` files (see `libero_hdf5.py`); the mixture
+`libero_4_task_suites_no_noops` reads the four suite folders together. A sample is what upstream's
+`RLDSBatchTransform` yields (spec §5.4): the (augmented) camera images through the processor, the prompt with 56
+action placeholder slots and STOP as labels, the normalised (8, 7) action chunk and the normalised 8-D proprio.
+
+Only an index of (file, demo, step) and the dataset statistics live in memory; every sample is read from its file
+when asked for, so DataLoader workers keep the cores busy and the dataset size is bounded by the disk.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn.utils.rnn import pad_sequence
+
+from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
+from prismatic.extern.hf.modeling_prismatic import action_sequence
+from prismatic.vla.constants import IGNORE_INDEX
+from prismatic.vla.datasets import libero_hdf5, statistics
+from prismatic.vla.datasets.augmentation import ImageAugmentation
+from prismatic.vla.inference import build_prompt
+from prismatic.vla.normalization import normalize
+
+LIBERO_SUITE_DATASETS = tuple(f"libero_{s}_no_noops" for s in ("spatial", "object", "goal", "10"))
+DATASET_MIXTURES = {"libero_4_task_suites_no_noops": LIBERO_SUITE_DATASETS}
+POLICY_IMAGE_SIZE = 224  # upstream resizes every stored frame to this before augmentation
+STATISTICS_VERSION = "libero-hdf5-v1"  # bump when the statistics' definition changes, to invalidate caches
+
+
+class DatasetError(ValueError):
+    """The requested dataset cannot be read; the message says what to do."""
+
+
+def dataset_folders(data_root_dir: Path, dataset_name: str) -> list[Path]:
+    """The folders that make up `dataset_name`, checked to exist."""
+    root = Path(data_root_dir)
+    folders = [root / name for name in DATASET_MIXTURES.get(dataset_name, (dataset_name,))]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise DatasetError(
+            f"Dataset {dataset_name!r} not found: {', '.join(map(str, missing))} does not exist"
+            + (f" (folders in {root}: {', '.join(available)})" if available else f" ({root} does not exist)")
+            + ". Make demonstrations with `python experiments/robot/libero/generate_scripted_demos.py "
+            f"--task_suite_name libero_object --out_dir {root}/libero_object_no_noops`, or regenerate the official "
+            "LIBERO files with experiments/robot/libero/regenerate_libero_dataset.py."
+        )
+    return folders
+
+
+def standardize_gripper(actions: np.ndarray) -> np.ndarray:
+    """LIBERO's gripper command (-1 open, +1 close) -> the policy's (1 open, 0 close), as `libero_dataset_transform`."""
+    actions = np.array(actions, dtype=np.float32)
+    actions[..., -1] = 1.0 - np.clip(actions[..., -1], 0.0, 1.0)
+    return actions
+
+
+@dataclass(frozen=True)
+class Episode:
+    file_index: int
+    demo: str
+    length: int
+    language: str
+
+
+def chunk_indices(t: int, length: int, chunk: int) -> np.ndarray:
+    """Steps t .. t+chunk-1, clamped to the last step (upstream's `chunk_act_obs` with a future window)."""
+    return np.minimum(np.arange(t, t + chunk), length - 1)
+
+
+class LiberoDataset(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        data_root_dir: Path,
+        dataset_name: str,
+        processor,
+        vla_config: OpenVLAConfig,
+        num_images_in_input: int = 2,
+        use_proprio: bool = True,
+        image_aug: bool = True,
+        seed: int = 7,
+    ) -> None:
+        if num_images_in_input not in (1, 2):
+            raise DatasetError(f"LIBERO has two cameras; num_images_in_input must be 1 or 2, got {num_images_in_input}")
+        self.dataset_name = dataset_name
+        self.processor = processor
+        self.vla_config = vla_config
+        self.action_space = vla_config.get_action_space()
+        self.image_keys = libero_hdf5.IMAGE_KEYS[:num_images_in_input]
+        self.use_proprio = use_proprio
+        self.augment = ImageAugmentation() if image_aug else None
+        self.seed, self.epoch = seed, 0
+        self.files = [
+            f for folder in dataset_folders(data_root_dir, dataset_name) for f in libero_hdf5.list_demo_files(folder)
+        ]
+        if not self.files:
+            raise DatasetError(
+                f"Dataset {dataset_name!r} has no .hdf5 files in {data_root_dir}; generate some with "
+                "experiments/robot/libero/generate_scripted_demos.py."
+            )
+        self.episodes = self._index_episodes()
+        # Samples stop `chunk - 1` steps before each episode's end, so every chunk holds real future actions.
+        usable = np.array([max(e.length - (self.action_space.num_actions_chunk - 1), 0) for e in self.episodes])
+        if usable.sum() == 0:
+            raise DatasetError(f"Dataset {dataset_name!r} has no episode longer than one action chunk.")
+        self._starts = np.concatenate([[0], np.cumsum(usable)])
+        self.dataset_statistics = {dataset_name: self._statistics(Path(data_root_dir))}
+        self._handles: dict[int, object] = {}
+        self._handles_pid = os.getpid()
+
+    # -- index and statistics ---------------------------------------------------------------------------------------
+    def _index_episodes(self) -> list[Episode]:
+        import h5py
+
+        episodes = []
+        for i, path in enumerate(self.files):
+            try:
+                f = h5py.File(path, "r")
+            except OSError as err:
+                raise DatasetError(f"{path} cannot be opened as HDF5 ({err}); delete or regenerate it.") from err
+            with f:
+                language = libero_hdf5.read_language(f)
+                for name in libero_hdf5.demo_names(f):
+                    libero_hdf5.check_demo_group(f, name)
+                    episodes.append(Episode(i, name, len(f["data"][name]["actions"]), language))
+        if not episodes:
+            raise DatasetError(f"Dataset {self.dataset_name!r}: its files hold no demonstrations (no data/demo_*).")
+        return episodes
+
+    def _statistics(self, data_root_dir: Path) -> dict:
+        key = statistics.fingerprint(self.files, f"{STATISTICS_VERSION}|{self.dataset_name}")
+        cache_dir = Path(self.files[0]).parent
+        cached = statistics.load_cached(cache_dir, key)
+        if cached is not None:
+            return cached
+        mask = [True] * (self.action_space.action_dim - 1) + [False]  # the gripper stays in {0, 1}
+        computed = statistics.compute_statistics(self._episode_arrays(), mask)
+        statistics.save_cached(cache_dir, key, computed)
+        return computed
+
+    def _episode_arrays(self):
+        import h5py
+
+        for i, path in enumerate(self.files):
+            with h5py.File(path, "r") as f:
+                for name in libero_hdf5.demo_names(f):
+                    group = f["data"][name]
+                    yield standardize_gripper(group["actions"][()]), libero_hdf5.read_proprio(group["obs"])
+
+    # -- samples ----------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, index: int) -> tuple[Episode, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        episode = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return self.episodes[episode], int(index - self._starts[episode])
+
+    def _file(self, file_index: int):
+        import h5py
+
+        if self._handles_pid != os.getpid():  # a forked DataLoader worker: never share HDF5 handles across processes
+            self._handles, self._handles_pid = {}, os.getpid()
+        if file_index not in self._handles:
+            self._handles[file_index] = h5py.File(self.files[file_index], "r")
+        return self._handles[file_index]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations depend on (seed, epoch, sample, camera) only: not on workers, order or resumption."""
+        self.epoch = epoch
+
+    def _image(self, frame: np.ndarray, index: int, camera: int) -> torch.Tensor:
+        image = Image.fromarray(np.ascontiguousarray(frame[::-1, ::-1]))  # stored as rendered: turn it upright
+        if image.size != (POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE):
+            image = image.resize((POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE), Image.Resampling.LANCZOS)
+        if self.augment is not None:
+            seed = hash((self.seed, self.epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF
+            image = self.augment(image, torch.Generator().manual_seed(seed))
+        return self.processor.image_processor.apply_transform(image)
+
+    def __getitem__(self, index: int) -> dict:
+        episode, t = self.locate(index)
+        group = self._file(episode.file_index)["data"][episode.demo]
+        stats = self.dataset_statistics[self.dataset_name]
+        norm = self.action_space.normalization_type
+        steps = chunk_indices(t, episode.length, self.action_space.num_actions_chunk)
+        actions = standardize_gripper(group["actions"][steps[0] : steps[-1] + 1])[steps - steps[0]]
+        prompt_ids = self.processor.tokenizer(build_prompt(episode.language)).input_ids
+        input_ids, labels = action_sequence(torch.as_tensor(prompt_ids), self.vla_config)
+        sample = {
+            "pixel_values": torch.cat(
+                [self._image(group["obs"][key][t], index, k) for k, key in enumerate(self.image_keys)], dim=0
+            ),
+            "input_ids": input_ids,
+            "labels": labels,
+            "actions": torch.as_tensor(normalize(actions, stats["action"], norm)),
+            "dataset_name": self.dataset_name,
+        }
+        if self.use_proprio:
+            proprio = libero_hdf5.read_proprio(group["obs"], t)
+            sample["proprio"] = torch.as_tensor(normalize(proprio, stats["proprio"], norm))
+        return sample
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # open HDF5 files cannot be pickled to spawned workers
+        return state
+
+
+@dataclass
+class PaddedCollatorForActionPrediction:
+    """Right-pads token sequences and stacks everything else into a batch (spec §5.4, without the B=1 squeeze bug)."""
+
+    model_max_length: int
+    pad_token_id: int
+    padding_side: str = "right"
+
+    def __post_init__(self):
+        if self.padding_side != "right":
+            raise ValueError("action prediction needs right padding: the action slots follow each prompt")
+
+    def __call__(self, instances: list[dict]) -> dict:
+        input_ids = pad_sequence([x["input_ids"] for x in instances], batch_first=True, padding_value=self.pad_token_id)
+        labels = pad_sequence([x["labels"] for x in instances], batch_first=True, padding_value=IGNORE_INDEX)
+        input_ids, labels = input_ids[:, : self.model_max_length], labels[:, : self.model_max_length]
+        batch = {
+            "pixel_values": torch.stack([x["pixel_values"] for x in instances]),
+            "input_ids": input_ids,
+            "attention_mask": input_ids.ne(self.pad_token_id),
+            "labels": labels,
+            "actions": torch.stack([x["actions"] for x in instances]),
+            "dataset_names": [x["dataset_name"] for x in instances],
+        }
+        if "proprio" in instances[0]:
+            batch["proprio"] = torch.stack([x["proprio"] for x in instances])
+        return batch
