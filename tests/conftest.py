@@ -9,6 +9,7 @@ import torch
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.presets import get_preset, make_config, make_heads, make_processor
 from prismatic.vla.constants import PROMPT_TEMPLATE
+from prismatic.vla.datasets import libero_hdf5
 
 UNNORM_KEY = "libero_object_no_noops"
 PROMPT = PROMPT_TEMPLATE
@@ -61,3 +62,28 @@ def scripted_demo_root(tmp_path_factory):
     report = generate_task(cfg, 0, show_progress=False)
     assert report.successes == 2, report
     return root
+
+
+def synthetic_demo(length: int, seed: int, size: int = 32) -> libero_hdf5.Demo:
+    """Actions encode (demo seed, step) so tests can tell exactly which steps a chunk holds."""
+    rng = np.random.default_rng(seed)
+    actions = rng.uniform(-1, 1, (length, 7))
+    actions[:, 0] = seed * 1000 + np.arange(length)
+    actions[:, -1] = np.where(np.arange(length) < length // 2, -1.0, 1.0)  # open, then close
+    images = {key: rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8) for key in libero_hdf5.IMAGE_KEYS}
+    return libero_hdf5.Demo(
+        actions=actions,
+        states=rng.normal(size=(length, 20)),
+        robot_states=rng.normal(size=(length, 9)),
+        ee_pos=rng.normal(size=(length, 3)),
+        ee_ori=rng.normal(size=(length, 3)),
+        gripper_states=rng.uniform(-0.04, 0.04, (length, 2)),
+        joint_states=rng.normal(size=(length, 7)),
+        images=images,
+    )
+
+
+def write_task(folder, name, lengths, first_seed=1, language="pick up the thing"):
+    demos = [synthetic_demo(n, first_seed + i) for i, n in enumerate(lengths)]
+    libero_hdf5.write_demo_file(folder / libero_hdf5.task_file_name(name), demos, language, {}, "x.bddl")
+    return demos

@@ -11,6 +11,7 @@ from PIL import Image
 from prismatic.presets import make_config
 from prismatic.vla.constants import IGNORE_INDEX, NormalizationType
 from prismatic.vla.datasets import libero_hdf5
+from conftest import write_task
 from prismatic.vla.datasets.augmentation import ImageAugmentation, square_crop
 from prismatic.vla.datasets.datasets import (
     DatasetError,
@@ -22,31 +23,6 @@ from prismatic.vla.datasets.datasets import (
 from prismatic.vla.normalization import normalize, unnormalize
 
 NAME = "libero_object_no_noops"
-
-
-def synthetic_demo(length: int, seed: int, size: int = 32) -> libero_hdf5.Demo:
-    """Actions encode (demo seed, step) so tests can tell exactly which steps a chunk holds."""
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-1, 1, (length, 7))
-    actions[:, 0] = seed * 1000 + np.arange(length)
-    actions[:, -1] = np.where(np.arange(length) < length // 2, -1.0, 1.0)  # open, then close
-    images = {key: rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8) for key in libero_hdf5.IMAGE_KEYS}
-    return libero_hdf5.Demo(
-        actions=actions,
-        states=rng.normal(size=(length, 20)),
-        robot_states=rng.normal(size=(length, 9)),
-        ee_pos=rng.normal(size=(length, 3)),
-        ee_ori=rng.normal(size=(length, 3)),
-        gripper_states=rng.uniform(-0.04, 0.04, (length, 2)),
-        joint_states=rng.normal(size=(length, 7)),
-        images=images,
-    )
-
-
-def write_task(folder, name, lengths, first_seed=1, language="pick up the thing"):
-    demos = [synthetic_demo(n, first_seed + i) for i, n in enumerate(lengths)]
-    libero_hdf5.write_demo_file(folder / libero_hdf5.task_file_name(name), demos, language, {}, "x.bddl")
-    return demos
 
 
 @pytest.fixture

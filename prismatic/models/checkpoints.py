@@ -183,12 +183,18 @@ def save_policy(
     proprio_projector: nn.Module | None = None,
     step_suffix: str = "latest_checkpoint.pt",
     dataset_statistics: dict[str, Any] | None = None,
+    vla_state_dict: dict[str, torch.Tensor] | None = None,
+    extra_writer: Any = None,
 ) -> Path:
-    """Save a policy folder in the released layout (atomically: the old folder stays until the new one is whole)."""
+    """Save a policy folder in the released layout (atomically: the old folder stays until the new one is whole).
+
+    ``vla_state_dict`` replaces the model's own weights (training saves LoRA-merged weights this way);
+    ``extra_writer(folder)`` adds files (adapter, optimizer state) inside the same atomic write.
+    """
     folder = Path(folder)
 
     def write(target: Path) -> None:
-        vla.save_pretrained(target)
+        vla.save_pretrained(target, state_dict=vla_state_dict)
         processor.save_pretrained(target)
         torch.save(action_head.state_dict(), target / f"action_head--{step_suffix}")
         if proprio_projector is not None:
@@ -196,6 +202,8 @@ def save_policy(
         stats = dataset_statistics if dataset_statistics is not None else vla.norm_stats
         if stats:
             (target / DATASET_STATISTICS).write_text(json.dumps(stats, indent=2))
+        if extra_writer is not None:
+            extra_writer(target)
 
     _write_folder(folder, write)
     return folder

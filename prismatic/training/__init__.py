@@ -1,0 +1,1 @@
+"""Fine-tuning parts used by vla-scripts/finetune.py: schedules, LoRA, the loss step, resumable checkpoints."""

@@ -1,0 +1,30 @@
+"""Learning-rate and pruning-noise schedules, as pure functions of the optimizer step (so resuming is exact)."""
+
+import torch
+
+
+def noise_scale(step: int, max_steps: int) -> float:
+    """LightVLA's selection-noise scale: 1 at the start, decaying linearly to 0 at `max_steps`, never negative.
+
+    Upstream computes it from a local counter that restarts at 0 on resume (and goes negative past max_steps);
+    here it comes from the global step, which the checkpoint restores.
+    """
+    if max_steps <= 0:
+        raise ValueError(f"max_steps must be positive, got {max_steps}")
+    return min(1.0, max(0.0, 1.0 - step / max_steps))
+
+
+def lr_factor(step: int, warmup_steps: int, decay_step: int, gamma: float = 0.1) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based).
+
+    Linear warmup from 10% to 100% over `warmup_steps`, and a x`gamma` drop from `decay_step` on (MultiStepLR). Both
+    apply; upstream's warmup resets the LR every step and thereby silently cancels the decay.
+    """
+    warm = 0.1 + 0.9 * min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * (gamma if step >= decay_step else 1.0)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, decay_step))

@@ -1,0 +1,174 @@
+"""vla-scripts/finetune.py on the tiny preset: learning, checkpoints, exact resumption, torchrun, schedules, errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import UNNORM_KEY, write_task
+from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
+from prismatic.training.schedules import lr_factor, noise_scale
+from prismatic.vla.datasets.datasets import DatasetError
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("finetune", REPO / "vla-scripts" / "finetune.py")
+finetune = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(finetune)
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    monkeypatch.setattr("prismatic.vla.datasets.statistics.CACHE_DIR", tmp_path / "cache")
+    write_task(tmp_path / "data" / UNNORM_KEY, "task_a", [20, 24], language="pick up the soup")
+    write_task(tmp_path / "data" / UNNORM_KEY, "task_b", [22], first_seed=7, language="pick up the milk")
+    return tmp_path / "data"
+
+
+def config(data_root, tmp_path, **overrides):
+    values = dict(
+        vla_path="tiny", data_root_dir=data_root, dataset_name=UNNORM_KEY, run_root_dir=tmp_path / "runs",
+        num_images_in_input=2, use_proprio=True, batch_size=4, max_steps=6, save_freq=3, lora_rank=4,
+        num_workers=0, log_freq=1000, kept_tokens_log_freq=3, learning_rate=1e-3, generate_demos_if_missing=False,
+    )  # fmt: skip
+    values.update(overrides)
+    return finetune.FinetuneConfig(**values)
+
+
+def losses(result):
+    return [h["loss"] for h in result["history"]]
+
+
+def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, tmp_path):
+    cfg = config(data_root, tmp_path, max_steps=30, save_freq=15, image_aug=False, learning_rate=3e-3)
+    result = finetune.train(cfg)
+    history = losses(result)
+    assert np.mean(history[-5:]) < 0.8 * np.mean(history[:5])
+    assert [h["noise_scale"] for h in result["history"]][:2] == [1.0, pytest.approx(1 - 1 / 30)]
+    assert all(0 < h["kept_visual_tokens"] <= 512 for h in result["history"] if "kept_visual_tokens" in h)
+
+    run_dir = result["run_dir"]
+    folder = run_dir.with_name(run_dir.name + "--30_chkpt")
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "dataset_statistics.json",
+            "action_head--30_checkpoint.pt", "proprio_projector--30_checkpoint.pt", "lora_adapter",
+            "training_state.pt"} <= names  # fmt: skip
+    assert (run_dir.with_name(run_dir.name + "--15_chkpt") / "action_head--15_checkpoint.pt").exists()
+    stats = json.loads((folder / "dataset_statistics.json").read_text())
+    assert set(stats) == {UNNORM_KEY} and stats[UNNORM_KEY]["num_trajectories"] == 3
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 30
+
+    # the saved (LoRA-merged) policy predicts what the in-memory one does
+    policy = result["policy"].eval()
+    from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
+
+    loaded = load_policy(folder, num_images_in_input=2)
+    ds = LiberoDataset(data_root, UNNORM_KEY, loaded.processor, loaded.vla.config, 2, True, image_aug=False)
+    batch = PaddedCollatorForActionPrediction(2048, loaded.vla.config.pad_token_id)([ds[0], ds[10], ds[30]])
+    with torch.no_grad():
+        expected = policy.predict_normalized(batch)
+        out = loaded.vla(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            labels=batch["labels"],
+            proprio=batch["proprio"],
+            proprio_projector=loaded.proprio_projector,
+        )
+        got = loaded.action_head.predict_action(out.action_hidden_states)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_resume_continues_the_uninterrupted_run_exactly(data_root, tmp_path):
+    full = finetune.train(config(data_root, tmp_path / "a"))
+    first = finetune.train(config(data_root, tmp_path / "b", stop_at_step=3))
+    second = finetune.train(config(data_root, tmp_path / "b", resume=True))
+    assert [h["step"] for h in second["history"]] == [4, 5, 6]
+    np.testing.assert_allclose(losses(first) + losses(second), losses(full), rtol=1e-5)
+    # the noise schedule continues from the global step, not from zero
+    assert [h["noise_scale"] for h in second["history"]] == pytest.approx([0.5, 1 / 3, 1 / 6])
+
+
+def test_merge_script_reproduces_the_saved_merged_weights(data_root, tmp_path):
+    result = finetune.train(config(data_root, tmp_path, max_steps=3, save_freq=3))
+    folder = result["run_dir"].with_name(result["run_dir"].name + "--3_chkpt")
+    from safetensors.torch import load_file
+
+    saved = load_file(folder / "model.safetensors")
+    spec_merge = importlib.util.spec_from_file_location("merge", REPO / "vla-scripts" / "merge_lora_weights_and_save.py")
+    merge = importlib.util.module_from_spec(spec_merge)
+    spec_merge.loader.exec_module(merge)
+    merge.merge(str(result["run_dir"] / "base_model"), folder)
+    remerged = load_file(folder / "model.safetensors")
+    assert saved.keys() == remerged.keys()
+    for key in saved:
+        torch.testing.assert_close(remerged[key], saved[key], atol=1e-6, rtol=1e-5)
+    assert load_policy(folder, num_images_in_input=2).vla.norm_stats.keys() == {UNNORM_KEY}
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, tiny_policy, processor):
+    vla, head, proprio = tiny_policy
+    folder = tmp_path / "ckpt"
+    save_policy(folder, vla, processor, head, proprio)
+
+    def crash(target):
+        raise KeyboardInterrupt("killed while saving")
+
+    with pytest.raises(KeyboardInterrupt):
+        save_policy(folder, vla, processor, head, proprio, extra_writer=crash)
+    assert load_policy(folder).vla is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no half-written folder left behind
+
+
+def test_noise_and_learning_rate_schedules():
+    assert [noise_scale(s, 4) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]  # never negative
+    with pytest.raises(ValueError):
+        noise_scale(0, 0)
+    # warmup 10% -> 100% over 4 steps, then constant, then x0.1 from step 10: the decay survives the warmup
+    factors = [lr_factor(s, warmup_steps=4, decay_step=10) for s in range(12)]
+    assert factors[0] == pytest.approx(0.1) and factors[4:10] == [1.0] * 6
+    assert factors[2] == pytest.approx(0.55)
+    assert factors[10:] == [pytest.approx(0.1)] * 2
+    assert lr_factor(5, 0, 5) == pytest.approx(0.1) and lr_factor(4, 0, 5) == 1.0
+
+
+def test_bad_input_is_explained(data_root, tmp_path):
+    with pytest.raises(DatasetError, match="libero_spatial_no_noops.*not found"):
+        finetune.train(config(data_root, tmp_path, dataset_name="libero_spatial_no_noops"))
+    not_a_checkpoint = tmp_path / "empty"
+    not_a_checkpoint.mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        finetune.train(config(data_root, tmp_path, vla_path=str(not_a_checkpoint)))
+    with pytest.raises(CheckpointError, match="does not exist.*Presets: tiny"):
+        finetune.train(config(data_root, tmp_path, vla_path=str(tmp_path / "missing")))
+    with pytest.raises(DatasetError, match="--batch_size 64 is larger"):
+        finetune.train(config(data_root, tmp_path, batch_size=64))
+    with pytest.raises(CheckpointError, match="--resume: no checkpoint"):
+        finetune.train(config(data_root, tmp_path / "fresh", resume=True))
+    with pytest.raises(ValueError, match="use_diffusion False"):
+        config(data_root, tmp_path, use_diffusion=True)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_gloo(data_root, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun), "--standalone", "--nnodes", "1", "--nproc-per-node", "2", str(REPO / "vla-scripts" / "finetune.py"),
+        "--vla_path", "tiny", "--data_root_dir", str(data_root), "--dataset_name", UNNORM_KEY,
+        "--run_root_dir", str(tmp_path / "runs"), "--num_images_in_input", "2", "--use_proprio", "True",
+        "--batch_size", "2", "--max_steps", "4", "--save_freq", "4", "--lora_rank", "4", "--num_workers", "0",
+        "--generate_demos_if_missing", "False",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LIGHTVLA_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "parameters identical on all 2 ranks" in proc.stdout
+    assert "2 process(es)" in proc.stdout
+    checkpoints = list((tmp_path / "runs").glob("*--4_chkpt"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "action_head--4_checkpoint.pt").exists()
