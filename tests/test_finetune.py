@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import UNNORM_KEY, write_task
+
 from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.training.schedules import lr_factor, noise_scale
 from prismatic.vla.datasets.datasets import DatasetError

@@ -13,11 +13,12 @@ Checkpoints are released-style policy folders, written atomically; `--resume Tru
 run exactly (model, optimizer, scheduler, data order, augmentation and RNG state).
 """
 
+import contextlib
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -28,14 +29,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
 from prismatic.models.checkpoints import (
     CheckpointError,
+    find_checkpoint_file,
     load_action_head,
     load_proprio_projector,
-    find_checkpoint_file,
     resolve_checkpoint,
     save_policy,
 )
@@ -155,7 +155,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def main(self) -> bool:
@@ -303,7 +303,7 @@ class Logger:
                 project=cfg.wandb_project, entity=entity, name=cfg.run_id, config=asdict(cfg), mode=mode,
                 settings=wandb.Settings(init_timeout=30),
             )  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - logging must never stop training
+        except Exception as err:
             print(f"[finetune] Weights & Biases disabled ({type(err).__name__}: {err})")
             return None
 
@@ -315,7 +315,7 @@ class Logger:
         if self.wandb is not None:
             try:
                 self.wandb.log({f"VLA Train/{k.replace('_', ' ').title()}": v for k, v in metrics.items()}, step=step)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 print(f"[finetune] Weights & Biases logging failed, continuing without it ({err})")
                 self.wandb = None
 
@@ -323,7 +323,7 @@ class Logger:
         if self.wandb is not None:
             try:
                 self.wandb.finish()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

@@ -37,7 +37,7 @@ class VerifyConfig:
 
 def synthetic_observation(seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
-    image = lambda: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)  # noqa: E731
+    image = lambda: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     return {"full_image": image(), "wrist_image": image(), "state": np.zeros(8)}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_DIR = Path(os.environ.get("LIGHTVLA_CACHE", Path.home() / ".cache" / "lightvla"))
+CACHE_DIR = Path(os.environ.get("LIGHTVLA_CACHE") or Path.home() / ".cache" / "lightvla")
 
 
 def summarize(values: np.ndarray) -> dict[str, list[float]]:
