@@ -171,7 +171,7 @@ def init_distributed() -> Dist:
     cuda = torch.cuda.is_available()
     if "RANK" not in os.environ:
         return Dist(device=torch.device("cuda", 0) if cuda else torch.device("cpu"))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -321,10 +321,8 @@ class Logger:
 
     def close(self) -> None:
         if self.wandb is not None:
-            try:
+            with contextlib.suppress(Exception):  # a failing upload must not turn a finished run into a crash
                 self.wandb.finish()
-            except Exception:
-                pass
 
 
 def _read(path: Path) -> str:
