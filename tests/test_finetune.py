@@ -172,3 +172,16 @@ def test_torchrun_two_processes_on_gloo(data_root, tmp_path):
     assert "2 process(es)" in proc.stdout
     checkpoints = list((tmp_path / "runs").glob("*--4_chkpt"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "action_head--4_checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_embedded_default_generates_demonstrations_first(tmp_path, monkeypatch):
+    monkeypatch.setattr("prismatic.vla.datasets.statistics.CACHE_DIR", tmp_path / "cache")
+    cfg = config(
+        tmp_path / "fresh_data", tmp_path, generate_demos_if_missing=True, demos_per_task=1, demo_resolution=64,
+        max_steps=2, save_freq=2, batch_size=2,
+    )  # fmt: skip
+    result = finetune.train(cfg)
+    files = list((tmp_path / "fresh_data" / UNNORM_KEY).glob("*_demo.hdf5"))
+    assert [f.name for f in files] == ["pick_up_the_alphabet_soup_and_place_it_in_the_basket_demo.hdf5"]
+    assert len(result["history"]) == 2
