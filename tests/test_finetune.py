@@ -155,6 +155,23 @@ def test_bad_input_is_explained(data_root, tmp_path):
         config(data_root, tmp_path, use_diffusion=True)
 
 
+def test_weights_and_biases_trouble_never_stops_training(data_root, tmp_path, monkeypatch, capsys):
+    """A configured W&B project with W&B missing or failing: the run logs a message and trains on."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_wandb(name, *args, **kwargs):
+        if name == "wandb":
+            raise ImportError("No module named 'wandb'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_wandb)
+    result = finetune.train(config(data_root, tmp_path, max_steps=2, save_freq=2, wandb_project="lightvla-test"))
+    assert len(result["history"]) == 2
+    assert "Weights & Biases disabled" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_on_gloo(data_root, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
