@@ -58,3 +58,20 @@ def test_bad_suite_and_task_id_are_explained():
         lu.get_task("libero_foo", 0)
     with pytest.raises(ValueError, match="tasks 0..9"):
         lu.get_task("libero_object", 10)
+
+
+@pytest.mark.slow
+def test_torchvision_can_be_imported_after_rendering():
+    """Regression: importing torchvision (and with it triton's LLVM) after Mesa rendered used to segfault."""
+    import subprocess
+    import sys
+
+    script = (
+        "from experiments.robot.libero import libero_utils as lu\n"
+        "env = lu.make_env(lu.get_task('libero_object', 0), resolution=32)\n"
+        "env.reset(); env.step([0, 0, 0, 0, 0, 0, -1])\n"
+        "import torchvision, prismatic.vla.inference\n"
+        "lu.close_env(env); print('survived')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-2000:]

@@ -36,6 +36,10 @@ def setup_headless_rendering() -> None:
 
 def _libero():
     setup_headless_rendering()
+    # Mesa's software renderer (llvmpipe) and triton (which torchvision imports through torch._dynamo) each load an
+    # LLVM; triton's, loaded after a GL context exists, segfaults the process. Load it first.
+    import torchvision  # noqa: F401
+
     try:
         from libero.libero import benchmark, get_libero_path
     except ImportError as err:

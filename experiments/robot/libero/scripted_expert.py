@@ -73,14 +73,18 @@ class SceneGeometry:
     """World-frame bounding boxes of objects and positions of region sites, from the live simulator."""
 
     def __init__(self, env):
+        # Keep the env wrapper, never its MjSim/MjModel: a hard reset or close frees those, and a Python reference
+        # that outlives them crashes the process when it is collected.
+        self._wrapper = env
         self.env = env.env
-        self.sim = env.sim
         model = self.sim.model
-        self._collision_geoms: dict[int, np.ndarray] = {}
         roots = model.body_rootid[model.geom_bodyid]
         collides = (model.geom_contype != 0) | (model.geom_conaffinity != 0)
-        for root in np.unique(roots):
-            self._collision_geoms[int(root)] = np.flatnonzero((roots == root) & collides)
+        self._collision_geoms = {int(r): np.flatnonzero((roots == r) & collides) for r in np.unique(roots)}
+
+    @property
+    def sim(self):
+        return self._wrapper.sim
 
     def _root(self, name: str) -> int:
         model = self.sim.model
@@ -257,3 +261,20 @@ class ScriptedExpert:
         else:
             self._start_subtask()
         return np.zeros(3)
+
+
+class ScriptedPolicy:
+    """The expert behind the evaluation harness's policy interface: one action per query, in policy conventions
+    (gripper 1 = open, 0 = close), so the harness's post-processing maps it back exactly. Its success rate through
+    the harness validates the harness itself."""
+
+    def __init__(self, config: ExpertConfig | None = None):
+        self.expert = ScriptedExpert(config)
+
+    def start_episode(self, env, obs: dict) -> None:
+        self.expert.reset(env, obs)
+
+    def __call__(self, observation: dict, language: str, obs: dict) -> tuple[np.ndarray, dict]:
+        action = self.expert.act(obs)
+        action[-1] = (1.0 - action[-1]) / 2.0  # -1 open / +1 close -> 1 open / 0 close
+        return action[None], {}

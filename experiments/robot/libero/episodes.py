@@ -1,0 +1,121 @@
+"""One LIBERO evaluation episode, as upstream runs it (spec §7.2–7.4), with the policy behind a callable.
+
+The episode is self-contained (the env is re-seeded from the run seed, the task and the trial), so its outcome does
+not depend on which worker runs it or what ran before: sequential and parallel evaluations agree episode by episode.
+"""
+
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from experiments.robot.libero import libero_utils as lu
+
+# A policy maps one observation (as `libero_utils.policy_observation` builds it), the task language and the raw
+# simulator observation to a chunk of policy actions (gripper: 1 open, 0 close) and optional statistics
+# {"kept_tokens": int, "kept_indices": list, "latency_ms": float}. A policy with a `start_episode(env, obs)` method
+# is told when the policy phase of an episode begins (the scripted expert plans from privileged state there).
+PolicyFn = Callable[[dict, str, dict], tuple[np.ndarray, dict]]
+
+
+@dataclass
+class EpisodeResult:
+    suite: str
+    task_id: int
+    task: str
+    trial: int
+    success: bool = False
+    steps: int = 0
+    queries: int = 0
+    kept_tokens_mean: float | None = None
+    latency_ms_mean: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    frames: list = field(default_factory=list, repr=False)  # rotated agentview frames, when recording a video
+    first_observation: dict | None = field(default=None, repr=False)
+    first_pruning: dict | None = field(default=None, repr=False)  # kept_indices and num_patches of the first query
+
+    def record(self) -> dict:
+        """The JSON line written for this episode."""
+        skip = {"frames", "first_observation", "first_pruning"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+def normalize_gripper_action(action: np.ndarray, binarize: bool = True) -> np.ndarray:
+    """Policy gripper in [0, 1] -> [-1, 1], optionally binarised to ±1 (spec §7.4)."""
+    action = np.array(action, dtype=np.float64)
+    action[..., -1] = 2.0 * action[..., -1] - 1.0
+    if binarize:
+        action[..., -1] = np.sign(action[..., -1])
+    return action
+
+
+def invert_gripper_action(action: np.ndarray) -> np.ndarray:
+    """The policy says 1 = open; LIBERO's controller says -1 = open."""
+    action = np.array(action, dtype=np.float64)
+    action[..., -1] *= -1.0
+    return action
+
+
+def episode_seed(seed: int, task_id: int, trial: int) -> int:
+    return seed * 1_000_003 + task_id * 1_000 + trial
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    suite: str
+    task_id: int
+    trial: int
+    max_steps: int
+    num_steps_wait: int = lu.NUM_STEPS_WAIT
+    num_open_loop_steps: int = 8
+    seed: int = 7
+    record_video: bool = False
+
+
+def run_episode(env, task: lu.LiberoTask, spec: EpisodeSpec, initial_state: np.ndarray, policy: PolicyFn) -> EpisodeResult:
+    """Run one episode; an exception inside it (simulator instability, a policy error) is recorded, not raised."""
+    result = EpisodeResult(spec.suite, spec.task_id, task.language, spec.trial)
+    kept, latencies, start = [], [], time.perf_counter()
+    try:
+        env.seed(episode_seed(spec.seed, spec.task_id, spec.trial))
+        env.reset()
+        obs = env.set_init_state(initial_state)
+        queue: deque = deque(maxlen=spec.num_open_loop_steps)
+        for t in range(spec.max_steps + spec.num_steps_wait):
+            if t < spec.num_steps_wait:  # objects settle; the policy is not asked
+                obs, _, done, _ = env.step(list(lu.DUMMY_ACTION))
+                continue
+            if t == spec.num_steps_wait and hasattr(policy, "start_episode"):
+                policy.start_episode(env, obs)
+            observation = lu.policy_observation(obs)
+            if spec.record_video:
+                result.frames.append(observation["full_image"])
+            if not queue:
+                chunk, stats = policy(observation, task.language, obs)
+                result.queries += 1
+                if result.first_observation is None:
+                    result.first_observation = observation
+                    if stats.get("kept_indices") is not None:
+                        result.first_pruning = {"kept_indices": stats["kept_indices"], "num_patches": stats["num_patches"]}
+                if stats.get("kept_tokens") is not None:
+                    kept.append(stats["kept_tokens"])
+                if stats.get("latency_ms") is not None:
+                    latencies.append(stats["latency_ms"])
+                queue.extend(invert_gripper_action(normalize_gripper_action(a)) for a in chunk[: spec.num_open_loop_steps])
+            obs, _, done, _ = env.step(queue.popleft().tolist())
+            result.steps += 1
+            if done:
+                result.success = True
+                break
+    except Exception as err:  # noqa: BLE001 - one bad episode must not end a 10-hour evaluation
+        result.error = f"{type(err).__name__}: {err}"
+        result.success = False
+        traceback.print_exc()
+    result.kept_tokens_mean = float(np.mean(kept)) if kept else None
+    result.latency_ms_mean = float(np.mean(latencies)) if latencies else None
+    result.seconds = time.perf_counter() - start
+    return result

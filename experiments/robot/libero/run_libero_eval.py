@@ -1,0 +1,338 @@
+"""Evaluate a policy in the LIBERO simulator: upstream's protocol, resumable, optionally in parallel.
+
+    python experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint CKPT --task_suite_name libero_spatial
+
+Each finished episode is appended to `{local_log_dir}/EVAL-{suite}-{run}.jsonl` (suite, task, trial, success, steps,
+kept visual tokens, policy latency, error); running the same command again skips finished episodes. An exception
+inside an episode is recorded and the run goes on. `--num_workers N` runs N simulators in separate processes and
+batches the policy's inference across them. `--policy scripted` runs the scripted expert through the same harness.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from queue import Empty
+from typing import List, Optional
+
+import draccus
+import numpy as np
+
+from experiments.robot.libero import libero_utils as lu
+from experiments.robot.libero.episodes import EpisodeResult, EpisodeSpec, run_episode
+
+
+@dataclass
+class GenerateConfig:
+    # fmt: off
+    model_family: str = "openvla"
+    pretrained_checkpoint: str = ""                 # checkpoint folder or Hub id (not needed for --policy scripted)
+    use_l1_regression: bool = True
+    use_diffusion: bool = False
+    num_diffusion_steps_train: int = 50
+    num_diffusion_steps_inference: int = 50
+    use_film: bool = False
+    num_images_in_input: int = 2
+    use_proprio: bool = True
+    center_crop: bool = True                        # the 90%-area center crop (the model was trained with crops)
+    num_open_loop_steps: int = 8                    # actions executed per policy query
+    lora_rank: int = 32
+    unnorm_key: str = ""                            # default: the suite name, or "{suite}_no_noops"
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    action_readout: Optional[str] = None            # oft_aligned | lightvla_tail (parity with released LightVLA)
+    prune_visual_tokens: Optional[bool] = None      # None: as the checkpoint says
+
+    task_suite_name: str = "libero_spatial"         # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
+    num_steps_wait: int = 10
+    num_trials_per_task: int = 50
+    initial_states_path: str = "DEFAULT"            # or a {suite}_metainfo.json from regenerate_libero_dataset.py
+    env_img_res: int = 256
+    task_ids: Optional[List[int]] = None            # default: every task of the suite
+    max_steps: Optional[int] = None                 # default: the suite's (upstream TASK_MAX_STEPS)
+
+    policy: str = "vla"                             # vla | scripted (the expert, to validate the harness)
+    num_workers: int = 1                            # simulator processes; inference is batched across them
+    run_id_note: Optional[str] = None
+    local_log_dir: str = "./experiments/logs"
+    save_rollout_video: bool = False                # mp4 per episode under {local_log_dir}/rollouts/
+    save_pruning_picture: bool = True               # kept patches over both cameras, first query of each task
+    seed: int = 7
+    # fmt: on
+
+    def __post_init__(self):
+        lu.check_suite_name(self.task_suite_name)
+        if self.policy not in ("vla", "scripted"):
+            raise ValueError(f"--policy must be 'vla' or 'scripted', got {self.policy!r}")
+        if self.policy == "vla" and not self.pretrained_checkpoint:
+            raise ValueError("--pretrained_checkpoint is required (a checkpoint folder or Hub id), or --policy scripted")
+        if "image_aug" in self.pretrained_checkpoint and not self.center_crop:
+            raise ValueError("this checkpoint was trained with image augmentation: evaluate with --center_crop True")
+        if self.load_in_8bit or self.load_in_4bit:
+            raise ValueError("8/4-bit loading is not supported; the policy runs in bf16 on GPUs and fp32 on CPUs")
+        if self.use_diffusion or self.use_film:
+            raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
+        if self.num_workers < 1:
+            raise ValueError("--num_workers must be at least 1")
+
+    @property
+    def run_name(self) -> str:
+        source = "scripted" if self.policy == "scripted" else Path(self.pretrained_checkpoint.rstrip("/")).name
+        return f"{source}--seed{self.seed}" + (f"--{self.run_id_note}" if self.run_id_note else "")
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.local_log_dir) / f"EVAL-{self.task_suite_name}-{self.run_name}.jsonl"
+
+
+# --- policies ---------------------------------------------------------------------------------------------------------
+class VLAPolicy:
+    """A checkpoint behind the harness's policy interface; `batch` serves several simulators at once."""
+
+    def __init__(self, cfg: GenerateConfig):
+        import torch
+
+        from prismatic.models.checkpoints import load_policy
+        from prismatic.vla.normalization import resolve_unnorm_key
+
+        overrides = {}
+        if cfg.action_readout is not None:
+            overrides["action_readout"] = cfg.action_readout
+        if cfg.prune_visual_tokens is not None:
+            overrides["prune_visual_tokens"] = cfg.prune_visual_tokens
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.policy = load_policy(
+            cfg.pretrained_checkpoint, device, num_images_in_input=cfg.num_images_in_input,
+            use_proprio=cfg.use_proprio, **overrides,
+        )  # fmt: skip
+        self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
+        self.center_crop = cfg.center_crop
+
+    def batch(self, observations: list[dict], languages: list[str]) -> list[tuple[np.ndarray, dict]]:
+        from prismatic.vla.inference import predict_action_chunk
+
+        start = time.perf_counter()
+        actions, stats = predict_action_chunk(self.policy, observations, languages, self.unnorm_key, self.center_crop)
+        latency = (time.perf_counter() - start) * 1000 / len(observations)
+        out = []
+        for i in range(len(observations)):
+            info = {"latency_ms": latency}
+            if stats is not None:
+                info["kept_tokens"] = int(stats.kept_counts[i])
+                info["kept_indices"] = stats.kept_indices[i].tolist()
+                info["num_patches"] = stats.num_patches
+            out.append((actions[i], info))
+        return out
+
+    def __call__(self, observation: dict, language: str, obs: dict) -> tuple[np.ndarray, dict]:
+        return self.batch([observation], [language])[0]
+
+
+def make_policy(cfg: GenerateConfig):
+    if cfg.policy == "scripted":
+        from experiments.robot.libero.scripted_expert import ScriptedPolicy
+
+        return ScriptedPolicy()
+    return VLAPolicy(cfg)
+
+
+# --- episodes, results, resumption -----------------------------------------------------------------------------------
+def initial_states(cfg: GenerateConfig, task: lu.LiberoTask) -> list[np.ndarray]:
+    if cfg.initial_states_path == "DEFAULT":
+        return list(lu.get_initial_states(cfg.task_suite_name, task.task_id))
+    meta = json.loads(Path(cfg.initial_states_path).read_text())
+    key = task.language.replace(" ", "_")
+    if key not in meta:
+        raise KeyError(f"{cfg.initial_states_path} has no entry for task {key!r}")
+    return [np.asarray(d["initial_state"]) for d in meta[key].values() if d["success"]]
+
+
+def planned_episodes(cfg: GenerateConfig) -> list[EpisodeSpec]:
+    task_ids = cfg.task_ids if cfg.task_ids is not None else range(lu.num_tasks(cfg.task_suite_name))
+    max_steps = cfg.max_steps or lu.TASK_MAX_STEPS[cfg.task_suite_name]
+    return [
+        EpisodeSpec(cfg.task_suite_name, t, trial, max_steps, cfg.num_steps_wait, cfg.num_open_loop_steps, cfg.seed,
+                    cfg.save_rollout_video)
+        for t in task_ids for trial in range(cfg.num_trials_per_task)
+    ]  # fmt: skip
+
+
+def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
+    """(task_id, trial) -> record, from an earlier run of the same command (a torn last line is ignored)."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[(record["task_id"], record["trial"])] = record
+    return done
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One line per episode, flushed to disk before the next starts: a killed run loses at most the episode in
+    flight."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_artifacts(cfg: GenerateConfig, result: EpisodeResult, task_seen: set) -> None:
+    from experiments.robot.libero import visualize
+
+    folder = Path(cfg.local_log_dir) / "rollouts" / cfg.run_name
+    name = f"{cfg.task_suite_name}--task{result.task_id}--trial{result.trial}--success={result.success}"
+    if cfg.save_rollout_video and result.frames:
+        visualize.save_video(folder / f"{name}.mp4", result.frames)
+    if cfg.save_pruning_picture and result.first_pruning is not None and result.task_id not in task_seen:
+        task_seen.add(result.task_id)
+        visualize.save_pruning_picture(
+            folder / f"{cfg.task_suite_name}--task{result.task_id}--kept_patches.png", result.first_observation,
+            result.first_pruning["kept_indices"], result.first_pruning["num_patches"], cfg.num_images_in_input,
+            result.task,
+        )  # fmt: skip
+
+
+# --- sequential and parallel drivers -----------------------------------------------------------------------------------
+def run_sequential(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> None:
+    policy = make_policy(cfg)
+    for task_id in sorted({s.task_id for s in specs}):
+        task = lu.get_task(cfg.task_suite_name, task_id)
+        states = initial_states(cfg, task)
+        env = lu.make_env(task, resolution=cfg.env_img_res)
+        for spec in (s for s in specs if s.task_id == task_id):
+            on_result(run_episode(env, task, spec, states[spec.trial % len(states)], policy))
+        lu.close_env(env)
+
+
+def _worker(cfg: GenerateConfig, jobs, requests, replies, results, worker_id: int) -> None:
+    """A simulator process: runs episodes from `jobs`; the VLA answers from the main process, in batches."""
+    local = make_policy(cfg) if cfg.policy == "scripted" else None
+
+    def remote(observation: dict, language: str, obs: dict):
+        requests.put((worker_id, observation, language))
+        return replies.get()
+
+    policy = local if local is not None else remote
+    envs, states = {}, {}
+    while (spec := jobs.get()) is not None:
+        if spec.task_id not in envs:
+            for env in envs.values():
+                lu.close_env(env)
+            task = lu.get_task(cfg.task_suite_name, spec.task_id)
+            envs = {spec.task_id: lu.make_env(task, resolution=cfg.env_img_res)}
+            states[spec.task_id] = (task, initial_states(cfg, task))
+        task, task_states = states[spec.task_id]
+        result = run_episode(envs[spec.task_id], task, spec, task_states[spec.trial % len(task_states)], policy)
+        results.put(result)
+    for env in envs.values():
+        lu.close_env(env)
+    results.put(None)
+
+
+def run_parallel(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> None:
+    """N simulator processes; the main process batches the VLA's inference over whichever workers are waiting."""
+    ctx = get_context("spawn")  # GL contexts and CUDA do not survive fork
+    jobs, requests, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    replies = [ctx.Queue() for _ in range(cfg.num_workers)]
+    for spec in sorted(specs, key=lambda s: (s.task_id, s.trial)):
+        jobs.put(spec)
+    for _ in range(cfg.num_workers):
+        jobs.put(None)
+    workers = [
+        ctx.Process(target=_worker, args=(cfg, jobs, requests, replies[i], results, i), daemon=True)
+        for i in range(cfg.num_workers)
+    ]
+    for w in workers:
+        w.start()
+    policy = VLAPolicy(cfg) if cfg.policy == "vla" else None
+    running = cfg.num_workers
+    while running:
+        pending = []
+        try:  # wait for the first request, then take every other one that is already there: one batch
+            pending.append(requests.get(timeout=0.05))
+            while True:
+                pending.append(requests.get_nowait())
+        except Empty:
+            pass
+        if pending and policy is not None:
+            answers = policy.batch([p[1] for p in pending], [p[2] for p in pending])
+            for (worker_id, _, _), answer in zip(pending, answers):
+                replies[worker_id].put(answer)
+        while True:
+            try:
+                result = results.get_nowait()
+            except Empty:
+                break
+            if result is None:
+                running -= 1
+            else:
+                on_result(result)
+        if not any(w.is_alive() for w in workers) and running:
+            raise RuntimeError("evaluation workers died; see their output above")
+    for w in workers:
+        w.join()
+
+
+def summarize(records: list[dict]) -> str:
+    lines = [f"{'task':>4}  {'success':>9}  {'kept tokens':>11}  {'latency ms':>10}  instruction"]
+    by_task: dict[int, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r["task_id"], []).append(r)
+    for task_id, rs in sorted(by_task.items()):
+        kept = [r["kept_tokens_mean"] for r in rs if r.get("kept_tokens_mean") is not None]
+        lat = [r["latency_ms_mean"] for r in rs if r.get("latency_ms_mean") is not None]
+        wins = sum(r["success"] for r in rs)
+        lines.append(
+            f"{task_id:>4}  {wins:>4}/{len(rs):<4}  {np.mean(kept) if kept else float('nan'):>11.1f}  "
+            f"{np.mean(lat) if lat else float('nan'):>10.1f}  {rs[0]['task']}"
+        )
+    total, wins = len(records), sum(r["success"] for r in records)
+    errors = sum(r.get("error") is not None for r in records)
+    lines.append(f"Overall success rate: {wins}/{total} = {wins / max(total, 1):.4f} ({100 * wins / max(total, 1):.1f}%)"
+                 + (f", {errors} episode(s) ended in an error" if errors else ""))
+    return "\n".join(lines)
+
+
+def evaluate(cfg: GenerateConfig) -> list[dict]:
+    from tqdm import tqdm
+
+    path = cfg.results_path
+    done = finished_episodes(path)
+    specs = [s for s in planned_episodes(cfg) if (s.task_id, s.trial) not in done]
+    print(f"[eval] {cfg.task_suite_name}: {len(done)} episode(s) already in {path}, {len(specs)} to run "
+          f"with {cfg.num_workers} worker(s)")
+    bar = tqdm(total=len(specs), desc="episodes", unit="episode")
+    records, task_seen = list(done.values()), set()
+
+    def on_result(result: EpisodeResult) -> None:
+        record = result.record()
+        append_record(path, record)
+        save_artifacts(cfg, result, task_seen)
+        records.append(record)
+        wins = sum(r["success"] for r in records)
+        bar.update(1)
+        bar.set_postfix(success=f"{wins}/{len(records)}")
+
+    if specs:
+        (run_sequential if cfg.num_workers == 1 else run_parallel)(cfg, specs, on_result)
+    bar.close()
+    summary = summarize(records)
+    print(summary)
+    summary_path = path.with_suffix(".summary.txt")
+    summary_path.write_text(summary + "\n")
+    return records
+
+
+@draccus.wrap()
+def main(cfg: GenerateConfig) -> list[dict]:
+    return evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
