@@ -33,6 +33,7 @@ class EpisodeResult:
     kept_tokens_mean: float | None = None
     latency_ms_mean: float | None = None
     seconds: float = 0.0
+    final_eef_pos: list | None = None  # where the hand ended: compares runs beyond success and step counts
     error: str | None = None
     frames: list = field(default_factory=list, repr=False)  # rotated agentview frames, when recording a video
     first_observation: dict | None = field(default=None, repr=False)
@@ -76,7 +77,9 @@ class EpisodeSpec:
     record_video: bool = False
 
 
-def run_episode(env, task: lu.LiberoTask, spec: EpisodeSpec, initial_state: np.ndarray, policy: PolicyFn) -> EpisodeResult:
+def run_episode(
+    env, task: lu.LiberoTask, spec: EpisodeSpec, initial_state: np.ndarray, policy: PolicyFn
+) -> EpisodeResult:
     """Run one episode; an exception inside it (simulator instability, a policy error) is recorded, not raised."""
     result = EpisodeResult(spec.suite, spec.task_id, task.language, spec.trial)
     kept, latencies, start = [], [], time.perf_counter()
@@ -100,14 +103,20 @@ def run_episode(env, task: lu.LiberoTask, spec: EpisodeSpec, initial_state: np.n
                 if result.first_observation is None:
                     result.first_observation = observation
                     if stats.get("kept_indices") is not None:
-                        result.first_pruning = {"kept_indices": stats["kept_indices"], "num_patches": stats["num_patches"]}
+                        result.first_pruning = {
+                            "kept_indices": stats["kept_indices"],
+                            "num_patches": stats["num_patches"],
+                        }
                 if stats.get("kept_tokens") is not None:
                     kept.append(stats["kept_tokens"])
                 if stats.get("latency_ms") is not None:
                     latencies.append(stats["latency_ms"])
-                queue.extend(invert_gripper_action(normalize_gripper_action(a)) for a in chunk[: spec.num_open_loop_steps])
+                queue.extend(
+                    invert_gripper_action(normalize_gripper_action(a)) for a in chunk[: spec.num_open_loop_steps]
+                )
             obs, _, done, _ = env.step(queue.popleft().tolist())
             result.steps += 1
+            result.final_eef_pos = [float(x) for x in obs["robot0_eef_pos"]]
             if done:
                 result.success = True
                 break

@@ -294,8 +294,10 @@ def summarize(records: list[dict]) -> str:
         )
     total, wins = len(records), sum(r["success"] for r in records)
     errors = sum(r.get("error") is not None for r in records)
-    lines.append(f"Overall success rate: {wins}/{total} = {wins / max(total, 1):.4f} ({100 * wins / max(total, 1):.1f}%)"
-                 + (f", {errors} episode(s) ended in an error" if errors else ""))
+    lines.append(
+        f"Overall success rate: {wins}/{total} = {wins / max(total, 1):.4f} ({100 * wins / max(total, 1):.1f}%)"
+        + (f", {errors} episode(s) ended in an error" if errors else "")
+    )
     return "\n".join(lines)
 
 
@@ -305,8 +307,10 @@ def evaluate(cfg: GenerateConfig) -> list[dict]:
     path = cfg.results_path
     done = finished_episodes(path)
     specs = [s for s in planned_episodes(cfg) if (s.task_id, s.trial) not in done]
-    print(f"[eval] {cfg.task_suite_name}: {len(done)} episode(s) already in {path}, {len(specs)} to run "
-          f"with {cfg.num_workers} worker(s)")
+    print(
+        f"[eval] {cfg.task_suite_name}: {len(done)} episode(s) already in {path}, {len(specs)} to run "
+        f"with {cfg.num_workers} worker(s)"
+    )
     bar = tqdm(total=len(specs), desc="episodes", unit="episode")
     records, task_seen = list(done.values()), set()
 
