@@ -126,6 +126,26 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, tiny_policy, 
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no half-written folder left behind
 
 
+def test_crash_between_the_folder_swaps_keeps_the_old_checkpoint_reachable(tmp_path, tiny_policy, processor, monkeypatch):
+    vla, head, proprio = tiny_policy
+    folder = tmp_path / "ckpt"
+    save_policy(folder, vla, processor, head, proprio)
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if Path(target) == folder:  # the new folder never arrives: power cut
+            raise KeyboardInterrupt("killed between the renames")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        save_policy(folder, vla, processor, head, proprio)
+    monkeypatch.undo()
+    assert not folder.exists()
+    with pytest.warns(UserWarning, match="interrupted save"):
+        assert load_policy(folder).vla is not None
+
+
 def test_noise_and_learning_rate_schedules():
     assert [noise_scale(s, 4) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]  # never negative
     with pytest.raises(ValueError):

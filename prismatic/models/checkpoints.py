@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
+    backup = path.with_name(f".{path.name}.old")
+    if backup.is_dir():  # a save was interrupted between moving the old folder aside and moving the new one in
+        warnings.warn(f"{path} is missing but its previous version {backup} exists (interrupted save); using it")
+        return backup
     if path.exists():
         raise CheckpointError(f"{path} is a file; pass the checkpoint folder that contains config.json")
     name = str(path_or_id)
