@@ -95,6 +95,16 @@ def test_resume_continues_the_uninterrupted_run_exactly(data_root, tmp_path):
     assert [h["noise_scale"] for h in second["history"]] == pytest.approx([0.5, 1 / 3, 1 / 6])
 
 
+def test_latest_only_checkpoints_keep_the_run_files_and_resume(data_root, tmp_path):
+    common = dict(save_latest_checkpoint_only=True, tensorboard_log_freq=1)
+    finetune.train(config(data_root, tmp_path, stop_at_step=3, **common))
+    result = finetune.train(config(data_root, tmp_path, resume=True, **common))
+    run_dir = result["run_dir"]
+    assert (run_dir / "action_head--latest_checkpoint.pt").exists() and (run_dir / "base_model").is_dir()
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # every step, none lost to the saves that replaced the run folder
+
+
 def test_merge_script_reproduces_the_saved_merged_weights(data_root, tmp_path):
     result = finetune.train(config(data_root, tmp_path, max_steps=3, save_freq=3))
     folder = result["run_dir"].with_name(result["run_dir"].name + "--3_chkpt")

@@ -46,6 +46,8 @@ from prismatic.training.policy import TrainablePolicy, base_vla, kept_visual_tok
 from prismatic.training.schedules import make_scheduler, noise_scale
 from prismatic.vla.datasets.datasets import DatasetError, LiberoDataset, PaddedCollatorForActionPrediction
 
+# Files of the run folder itself, kept when that folder is also the latest checkpoint (--save_latest_checkpoint_only)
+RUN_FILES = ("metrics.jsonl", "base_model")
 WANDB_PLACEHOLDERS = {"", "your-wandb-entity", "your-wandb-project"}
 
 
@@ -357,7 +359,7 @@ def save_checkpoint(cfg, run_dir, step, policy: TrainablePolicy, processor, opti
     model.config.norm_stats = dataset_statistics
     save_policy(
         folder, model, processor, policy.action_head, policy.proprio_projector, suffix, dataset_statistics,
-        vla_state_dict=state_dict, extra_writer=extra,
+        vla_state_dict=state_dict, extra_writer=extra, preserve=RUN_FILES,
     )  # fmt: skip
     return folder
 

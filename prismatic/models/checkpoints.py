@@ -164,12 +164,19 @@ def load_policy(
     return Policy(vla, processor, head.to(device, dtype).eval(), proprio, folder)
 
 
-def _write_folder(folder: Path, write: Any) -> None:
-    """Write into a sibling temp folder, then swap it in, so a crash never leaves a half-written checkpoint."""
+def _write_folder(folder: Path, write: Any, preserve: tuple[str, ...] = ()) -> None:
+    """Write into a sibling temp folder, then swap it in, so a crash never leaves a half-written checkpoint.
+
+    Entries named in ``preserve`` move from the old folder into the new one (a run folder that is also its own
+    latest checkpoint keeps its metrics and base weights).
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         write(staging)
+        for name in preserve:
+            if (folder / name).exists() and not (staging / name).exists():
+                (folder / name).rename(staging / name)
         backup = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(backup, ignore_errors=True)
@@ -190,6 +197,7 @@ def save_policy(
     dataset_statistics: dict[str, Any] | None = None,
     vla_state_dict: dict[str, torch.Tensor] | None = None,
     extra_writer: Any = None,
+    preserve: tuple[str, ...] = (),
 ) -> Path:
     """Save a policy folder in the released layout (atomically: the old folder stays until the new one is whole).
 
@@ -210,5 +218,5 @@ def save_policy(
         if extra_writer is not None:
             extra_writer(target)
 
-    _write_folder(folder, write)
+    _write_folder(folder, write, preserve)
     return folder
