@@ -56,7 +56,7 @@ def bidirectional_llama_forward(
     llama: nn.Module,
     inputs_embeds: torch.Tensor,
     position_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     output_hidden_states: bool = False,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
     """Run ``LlamaModel`` layers bidirectionally.
@@ -66,8 +66,9 @@ def bidirectional_llama_forward(
     """
     hidden = inputs_embeds
     cos, sin = llama.rotary_emb(hidden, position_ids)  # (B, S, hd) each
-    mask = attention_mask.bool()
-    key_mask = None if bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, S): True = attend
+    # None: no padding (also what FLOP counting on the meta device passes, where masks cannot be inspected)
+    mask = attention_mask.bool() if attention_mask is not None else None
+    key_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, S): True = attend
     collected = [hidden] if output_hidden_states else None
     for layer in llama.layers:
         if getattr(layer, "gradient_checkpointing", False) and torch.is_grad_enabled() and layer.training:

@@ -1,0 +1,38 @@
+"""scripts/count_flops.py against a hand count, and its 7B figure (meta device, no weights)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location(
+    "count_flops", Path(__file__).resolve().parents[1] / "scripts" / "count_flops.py"
+)
+count_flops = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(count_flops)
+
+
+def llm_by_hand(layers: int, dim: int, intermediate: int, seq: int) -> int:
+    """Per layer: q, k, v, o projections (4 x 2 S D^2), gate/up/down (3 x 2 S D I), QK^T and AV (2 x 2 S^2 D)."""
+    return layers * (8 * seq * dim * dim + 6 * seq * dim * intermediate + 4 * seq * seq * dim)
+
+
+@pytest.mark.parametrize("kept", [None, 40])
+def test_llm_flops_match_the_hand_count(kept):
+    cfg = count_flops.FlopsConfig(preset="tiny", prompt_tokens=20)
+    result = count_flops.count(cfg, kept)
+    # tiny preset: 4 layers, width 128, MLP 344, 4 heads with full key/value heads
+    assert result["llm"] == llm_by_hand(4, 128, 344, result["llm_sequence_length"])
+    expected_len = 1 + (512 if kept is None else kept) + 1 + (20 - 1) + 56 + 1
+    assert result["llm_sequence_length"] == expected_len
+    parts = [v for k, v in result.items() if k not in ("total", "llm_sequence_length")]
+    assert result["total"] == sum(parts)
+
+
+def test_released_7b_configuration():
+    cfg = count_flops.FlopsConfig(preset="openvla-7b-oft")
+    unpruned, pruned = count_flops.count(cfg, None), count_flops.count(cfg, 78)
+    assert unpruned["total"] / 1e12 == pytest.approx(8.8, abs=0.1)  # the paper's figure for OpenVLA-OFT
+    assert pruned["vision_backbone"] == unpruned["vision_backbone"]  # pruning happens after the vision encoder
+    assert pruned["llm_sequence_length"] == unpruned["llm_sequence_length"] - (512 - 78)
+    assert 0.3 < pruned["total"] / unpruned["total"] < 0.45
