@@ -167,21 +167,22 @@ def load_policy(
 def _write_folder(folder: Path, write: Any, preserve: tuple[str, ...] = ()) -> None:
     """Write into a sibling temp folder, then swap it in, so a crash never leaves a half-written checkpoint.
 
-    Entries named in ``preserve`` move from the old folder into the new one (a run folder that is also its own
-    latest checkpoint keeps its metrics and base weights).
+    Entries named in ``preserve`` move from the old folder into the new one once it is in place (a run folder that
+    is also its own latest checkpoint keeps its metrics and base weights); until then they stay in the old folder,
+    so a crash at any point loses none of them.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         write(staging)
-        for name in preserve:
-            if (folder / name).exists() and not (staging / name).exists():
-                (folder / name).rename(staging / name)
         backup = folder.with_name(f".{folder.name}.old")
         if folder.exists():
             shutil.rmtree(backup, ignore_errors=True)
             folder.rename(backup)
         staging.rename(folder)
+        for name in preserve:
+            if (backup / name).exists() and not (folder / name).exists():
+                (backup / name).rename(folder / name)
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,12 +29,17 @@ def find_resumable(run_dir: Path, step: int | None = None) -> Path | None:
     """The checkpoint folder of `run_dir` to resume from: the given step, else the highest step saved."""
     candidates = {}
     for folder in [run_dir, *run_dir.parent.glob(f"{run_dir.name}--*_chkpt")]:
-        state = folder / TRAINING_STATE
-        if state.exists():
-            candidates[int(torch.load(state, map_location="cpu", weights_only=False)["step"])] = folder
+        if not (folder / TRAINING_STATE).exists():
+            continue
+        named = _STEP_FOLDER.search(folder.name)  # the step is in the name; only the latest-only folder is opened
+        candidates[int(named.group(1)) if named else _saved_step(folder)] = folder
     if step is not None:
         return candidates.get(step)
     return candidates[max(candidates)] if candidates else None
+
+
+def _saved_step(folder: Path) -> int:
+    return int(torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)["step"])
 
 
 def rng_state() -> dict:
