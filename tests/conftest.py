@@ -32,15 +32,19 @@ def processor():
     return make_processor("tiny")
 
 
-@pytest.fixture
-def tiny_policy():
-    """(vla in eval mode, action head, proprio projector), seeded."""
+def build_tiny_policy():
+    """(vla in eval mode, action head, proprio projector) of the tiny preset, seeded, with fake statistics."""
     torch.manual_seed(0)
     config = make_config("tiny")
     vla = OpenVLAForActionPrediction(config).eval()
     vla.norm_stats = vla.config.norm_stats = fake_norm_stats()
     head, proprio = make_heads(config, get_preset("tiny").head_hidden_dim)
     return vla, head.eval(), proprio.eval()
+
+
+@pytest.fixture
+def tiny_policy():
+    return build_tiny_policy()
 
 
 def random_image(seed: int, size: int = 256) -> np.ndarray:

@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import write_task
 from PIL import Image
 
 from prismatic.presets import make_config
 from prismatic.vla.constants import IGNORE_INDEX, NormalizationType
 from prismatic.vla.datasets import libero_hdf5
-from conftest import write_task
 from prismatic.vla.datasets.augmentation import ImageAugmentation, square_crop
 from prismatic.vla.datasets.datasets import (
     DatasetError,

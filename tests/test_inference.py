@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import UNNORM_KEY, fake_norm_stats, random_image
+from PIL import Image
 
 from prismatic.presets import make_policy
 from prismatic.vla.inference import center_crop, predict_action_chunk

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import UNNORM_KEY
+from conftest import UNNORM_KEY, build_tiny_policy
 
 from experiments.robot.libero import run_libero_eval as ev
 from experiments.robot.libero.episodes import invert_gripper_action, normalize_gripper_action
@@ -14,17 +14,7 @@ from prismatic.models.checkpoints import save_policy
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, processor):
     """A tiny policy folder (random weights, statistics keyed libero_object_no_noops)."""
-    import torch
-    from conftest import fake_norm_stats
-
-    from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-    from prismatic.presets import get_preset, make_config, make_heads
-
-    torch.manual_seed(0)
-    config = make_config("tiny")
-    vla = OpenVLAForActionPrediction(config).eval()
-    vla.norm_stats = vla.config.norm_stats = fake_norm_stats()
-    head, proprio = make_heads(config, get_preset("tiny").head_hidden_dim)
+    vla, head, proprio = build_tiny_policy()
     folder = tmp_path_factory.mktemp("ckpt") / "tiny-policy"
     save_policy(folder, vla, processor, head, proprio)
     return folder

@@ -86,14 +86,11 @@ def run_episode(
     try:
         env.seed(episode_seed(spec.seed, spec.task_id, spec.trial))
         env.reset()
-        obs = env.set_init_state(initial_state)
+        obs = lu.settle(env, env.set_init_state(initial_state), spec.num_steps_wait)  # the policy is not asked yet
+        if hasattr(policy, "start_episode"):
+            policy.start_episode(env, obs)
         queue: deque = deque(maxlen=spec.num_open_loop_steps)
-        for t in range(spec.max_steps + spec.num_steps_wait):
-            if t < spec.num_steps_wait:  # objects settle; the policy is not asked
-                obs, _, done, _ = env.step(list(lu.DUMMY_ACTION))
-                continue
-            if t == spec.num_steps_wait and hasattr(policy, "start_episode"):
-                policy.start_episode(env, obs)
+        for _ in range(spec.max_steps):
             observation = lu.policy_observation(obs)
             if spec.record_video:
                 result.frames.append(observation["full_image"])
@@ -122,7 +119,6 @@ def run_episode(
                 break
     except Exception as err:  # noqa: BLE001 - one bad episode must not end a 10-hour evaluation
         result.error = f"{type(err).__name__}: {err}"
-        result.success = False
         traceback.print_exc()
     result.kept_tokens_mean = float(np.mean(kept)) if kept else None
     result.latency_ms_mean = float(np.mean(latencies)) if latencies else None

@@ -101,8 +101,9 @@ def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = 
     task = lu.get_task(cfg.task_suite_name, task_id)
     report = TaskReport(task_id, task.language)
     path = Path(cfg.out_dir) / libero_hdf5.task_file_name(task.name)
-    if not cfg.overwrite and existing_demo_count(path) >= cfg.num_demos_per_task:
-        report.skipped = f"already has {existing_demo_count(path)} demos"
+    existing = 0 if cfg.overwrite else existing_demo_count(path)
+    if existing >= cfg.num_demos_per_task:
+        report.skipped = f"already has {existing} demos"
         return report
     env = lu.make_env(task, cameras=False)
     expert = ScriptedExpert()

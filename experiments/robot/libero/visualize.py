@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from prismatic.vla.datasets.datasets import POLICY_IMAGE_SIZE
 from prismatic.vla.inference import center_crop
-
-POLICY_IMAGE_SIZE = 224
 
 
 def save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:

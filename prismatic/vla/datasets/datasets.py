@@ -109,7 +109,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         if usable.sum() == 0:
             raise DatasetError(f"Dataset {dataset_name!r} has no episode longer than one action chunk.")
         self._starts = np.concatenate([[0], np.cumsum(usable)])
-        self.dataset_statistics = {dataset_name: self._statistics(Path(data_root_dir))}
+        self.dataset_statistics = {dataset_name: self._statistics()}
         self._handles: dict[int, object] = {}
         self._handles_pid = os.getpid()
 
@@ -132,7 +132,7 @@ class LiberoDataset(torch.utils.data.Dataset):
             raise DatasetError(f"Dataset {self.dataset_name!r}: its files hold no demonstrations (no data/demo_*).")
         return episodes
 
-    def _statistics(self, data_root_dir: Path) -> dict:
+    def _statistics(self) -> dict:
         key = statistics.fingerprint(self.files, f"{STATISTICS_VERSION}|{self.dataset_name}")
         cache_dir = Path(self.files[0]).parent
         cached = statistics.load_cached(cache_dir, key)
@@ -146,7 +146,7 @@ class LiberoDataset(torch.utils.data.Dataset):
     def _episode_arrays(self):
         import h5py
 
-        for i, path in enumerate(self.files):
+        for path in self.files:
             with h5py.File(path, "r") as f:
                 for name in libero_hdf5.demo_names(f):
                     group = f["data"][name]
