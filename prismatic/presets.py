@@ -3,6 +3,7 @@
 * ``tiny``: the OpenVLA-OFT / LightVLA architecture (fused DINOv2 + SigLIP featurizers at 224 px with 16x16 patches
   per image, 3-layer projector, Llama decoder, L1 head, proprio projector) at CPU size, with an offline tokenizer.
   Built from scratch: it has no pretrained weights.
+* ``small``: the same at a size where, as at 7B, the LLM dominates the compute; for CPU latency benchmarks.
 * ``openvla-7b-oft``: the released 7B configuration (OpenVLA-OFT and LightVLA checkpoints share it key for key).
   Its tokenizer and weights come from a checkpoint folder (see ``prismatic.models.checkpoints``).
 """
@@ -60,8 +61,28 @@ _TINY = {
     "num_images_in_input": 2,
 }
 
+# CPU benchmarking size: the LLM dominates the FLOPs (about 85%, 7B: 90%), so pruning's effect is representative.
+_SMALL = {
+    **_TINY,
+    "llm_backbone_id": "llama2-small",
+    "timm_model_overrides": [
+        {"embed_dim": 192, "depth": 4, "num_heads": 3},
+        {"embed_dim": 192, "depth": 4, "num_heads": 3, "mlp_ratio": 2.0},
+    ],
+    "text_config": {
+        **_TINY["text_config"],
+        "hidden_size": 768,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 12,
+    },
+}
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", "same architecture at CPU size, from scratch, offline tokenizer", _TINY, True, 256),
+    "small": Preset(
+        "small", "LLM-dominated CPU benchmark size (~70 M parameters), offline tokenizer", _SMALL, True, 512
+    ),
     "openvla-7b-oft": Preset("openvla-7b-oft", "released OpenVLA-OFT / LightVLA 7B layout", _RELEASED_7B, False),
 }
 

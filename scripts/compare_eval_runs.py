@@ -6,35 +6,15 @@ One row per file: episodes, success rate, kept visual tokens (mean ± sd), polic
 relative to the first file.
 """
 
-import json
 import sys
-from pathlib import Path
 
-import numpy as np
-
-
-def load(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def row(path: Path) -> dict:
-    records = load(path)
-    kept = [r["kept_tokens_mean"] for r in records if r.get("kept_tokens_mean") is not None]
-    latency = [r["latency_ms_mean"] for r in records if r.get("latency_ms_mean") is not None]
-    return {
-        "run": path.stem.removeprefix("EVAL-"),
-        "episodes": len(records),
-        "success": sum(r["success"] for r in records),
-        "kept": (float(np.mean(kept)), float(np.std(kept))) if kept else None,
-        "latency": float(np.median(latency)) if latency else None,
-        "errors": sum(r.get("error") is not None for r in records),
-    }
+from experiments.robot.libero.eval_reports import run_summary
 
 
 def main(paths: list[str]) -> list[dict]:
     if not paths:
         sys.exit("usage: compare_eval_runs.py EVAL-....jsonl [EVAL-....jsonl ...]")
-    rows = [row(Path(p)) for p in paths]
+    rows = [run_summary(p) for p in paths]
     base = rows[0]["latency"]
     print(f"{'run':<60} {'success':>9} {'kept visual tokens':>19} {'latency/query':>14} {'vs first':>8}")
     for r in rows:

@@ -36,3 +36,20 @@ def test_released_7b_configuration():
     assert pruned["vision_backbone"] == unpruned["vision_backbone"]  # pruning happens after the vision encoder
     assert pruned["llm_sequence_length"] == unpruned["llm_sequence_length"] - (512 - 78)
     assert 0.3 < pruned["total"] / unpruned["total"] < 0.45
+
+
+def test_fastv_flops_count_the_full_layers_and_its_attention_recompute():
+    cfg = count_flops.FlopsConfig(preset="tiny", prompt_tokens=20, pruner="fastv", fastv_layer=1)
+    result = count_flops.count(cfg, 40)
+    full = 1 + 512 + 1 + (20 - 1) + 56 + 1
+    short = full - 512 + 40
+    task = full - 1 - 512  # FastV's queries: the tokens after the patches
+    # q for the task queries, k for every token, QK^T of those queries (width 128)
+    attention = 2 * task * 128 * 128 + 2 * full * 128 * 128 + 2 * task * full * 128
+    assert result["llm"] == llm_by_hand(1, 128, 344, full) + llm_by_hand(3, 128, 344, short) + attention
+    assert result["llm_sequence_length"] == short and "pruner_scoring" not in result
+
+
+def test_unknown_pruner_is_refused():
+    with pytest.raises(ValueError, match="--pruner must be one of"):
+        count_flops.FlopsConfig(pruner="sparsevlm")

@@ -112,3 +112,25 @@ def test_bad_input_is_explained(tmp_path, checkpoint, processor):
 
 def test_unnorm_key_defaults_to_the_suite_with_no_noops(tmp_path, checkpoint):
     assert ev.VLAPolicy(eval_config(tmp_path, checkpoint)).unnorm_key == UNNORM_KEY
+
+
+@pytest.mark.slow
+def test_a_baseline_pruner_selected_by_flag(tmp_path, checkpoint):
+    from experiments.robot.libero.eval_reports import token_statistics
+
+    cfg = eval_config(
+        tmp_path, checkpoint, num_trials_per_task=1, max_steps=16, save_pruning_picture=False,
+        visual_token_pruner="text_topk", visual_token_budget=30,
+    )  # fmt: skip
+    assert cfg.results_path.name == "EVAL-libero_object-tiny-policy--seed7--text_topk30.jsonl"
+    [record] = ev.evaluate(cfg)
+    assert record["error"] is None and record["queries"] == 2 and record["kept_tokens"] == [30, 30]
+    [task, suite] = token_statistics([record])
+    assert (task.queries, task.mean, task.min, task.max) == (2, 30.0, 30.0, 30.0) and suite.task_id == -1
+
+
+def test_bad_pruner_flags_are_refused(tmp_path, checkpoint):
+    with pytest.raises(ValueError, match="unknown visual token pruner"):
+        eval_config(tmp_path, checkpoint, visual_token_pruner="sparsevlm", visual_token_budget=30)
+    with pytest.raises(ValueError, match="needs a token budget"):
+        eval_config(tmp_path, checkpoint, visual_token_pruner="fastv")

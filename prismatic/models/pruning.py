@@ -80,8 +80,34 @@ def _splice(sequence: tuple, new_segment: tuple, patch_start: int, num_patches: 
     return PrunedSequence(tokens, positions, mask, new_segment[0].shape[1], num_patches)
 
 
+def keep_patches(sequence: tuple, keep: torch.Tensor, patch_start: int) -> tuple[PrunedSequence, PruningStats]:
+    """Drop the patches where ``keep`` (B, P) is False from (tokens, position_ids, attention_mask).
+
+    Kept patches stay in their original order with their original position ids. Samples may keep different numbers:
+    they are packed to the front of a segment as long as the largest count, and the slots after a sample's count are
+    padding hidden by the attention mask (so a batch gives the same result as each sample alone).
+    """
+    tokens, position_ids, attention_mask = sequence
+    num_patches = keep.shape[1]
+    end = patch_start + num_patches
+    counts = keep.sum(-1)
+    slots = int(counts.max())
+    # Stable sort puts kept patches first, in their original order; slots past a sample's count are padding.
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :slots]  # (B, K)
+    valid = torch.arange(slots, device=keep.device)[None, :] < counts[:, None]
+
+    patches = torch.gather(tokens[:, patch_start:end], 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
+    new_pos = torch.gather(position_ids[:, patch_start:end], 1, order)
+    new_mask = torch.gather(attention_mask[:, patch_start:end], 1, order) & valid
+    stats = PruningStats(counts.cpu(), [o[v].cpu() for o, v in zip(order, valid)], num_patches)
+    return _splice(sequence, (patches, new_pos, new_mask), patch_start, num_patches), stats
+
+
 class TokenPruner(nn.Module):
     """Parameter-free query-based visual token selection (LightVLA, arXiv 2509.12594)."""
+
+    # Pruners that act inside the LLM (FastV) set this to the number of decoder layers run on the full sequence.
+    prune_after_layer = 0
 
     def __init__(self, enabled: bool = True, noise: str = "uniform") -> None:
         super().__init__()
@@ -160,20 +186,8 @@ class TokenPruner(nn.Module):
         )
 
     def _select_eval(self, tokens, position_ids, attention_mask, patch_start, num_patches, score) -> PrunedSequence:
-        end = patch_start + num_patches
-        batch = tokens.shape[0]
         picks = score.argmax(-1)  # (B, P)
-        keep = torch.zeros(batch, num_patches, dtype=torch.bool, device=tokens.device)
+        keep = torch.zeros(tokens.shape[0], num_patches, dtype=torch.bool, device=tokens.device)
         keep.scatter_(1, picks, True)  # union of every query's pick
-        counts = keep.sum(-1)
-        slots = int(counts.max())
-        # Stable sort puts kept patches first, in their original order; slots past a sample's count are padding.
-        order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :slots]  # (B, K)
-        valid = torch.arange(slots, device=tokens.device)[None, :] < counts[:, None]
-
-        patches = torch.gather(tokens[:, patch_start:end], 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
-        new_pos = torch.gather(position_ids[:, patch_start:end], 1, order)
-        new_mask = torch.gather(attention_mask[:, patch_start:end], 1, order) & valid
-
-        self.last_stats = PruningStats(counts.cpu(), [o[v].cpu() for o, v in zip(order, valid)], num_patches)
-        return _splice((tokens, position_ids, attention_mask), (patches, new_pos, new_mask), patch_start, num_patches)
+        pruned, self.last_stats = keep_patches((tokens, position_ids, attention_mask), keep, patch_start)
+        return pruned

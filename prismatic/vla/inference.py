@@ -43,14 +43,14 @@ def observation_images(observation: Mapping, num_images: int) -> list[Image.Imag
     return [to_pil_rgb(im) for im in images[:num_images]]
 
 
-def predict_action_chunk(
+def policy_inputs(
     policy: Policy,
     observations: Sequence[Mapping],
     task_descriptions: Sequence[str],
     unnorm_key: str | None = None,
     use_center_crop: bool = True,
-) -> tuple[np.ndarray, PruningStats | None]:
-    """Batched inference: (B, chunk, action_dim) un-normalised actions and the pruner's statistics."""
+) -> dict:
+    """Observations -> the keyword arguments of ``vla.predict_action`` (processed images, prompt ids, proprio)."""
     if len(observations) != len(task_descriptions):
         raise ValueError(f"{len(observations)} observations but {len(task_descriptions)} task descriptions")
     vla = policy.vla
@@ -73,12 +73,26 @@ def predict_action_chunk(
             raise ValueError("the policy uses proprio: every observation needs 'state' (the raw robot state)")
         states = [np.asarray(obs["state"], dtype=np.float64) for obs in observations]
         proprio = torch.as_tensor(np.stack([normalize(s, stats, vla.action_space.normalization_type) for s in states]))
-    actions, _ = vla.predict_action(
+    return dict(
         **inputs,
         unnorm_key=key,
         proprio=proprio,
         proprio_projector=policy.proprio_projector,
         action_head=policy.action_head,
+    )
+
+
+def predict_action_chunk(
+    policy: Policy,
+    observations: Sequence[Mapping],
+    task_descriptions: Sequence[str],
+    unnorm_key: str | None = None,
+    use_center_crop: bool = True,
+) -> tuple[np.ndarray, PruningStats | None]:
+    """Batched inference: (B, chunk, action_dim) un-normalised actions and the pruner's statistics."""
+    vla = policy.vla
+    actions, _ = vla.predict_action(
+        **policy_inputs(policy, observations, task_descriptions, unnorm_key, use_center_crop)
     )
     actions = actions.reshape(len(observations), vla.action_space.num_actions_chunk, -1)
     return actions, vla.pruner.last_stats if vla.pruner.enabled else None

@@ -31,6 +31,7 @@ class EpisodeResult:
     steps: int = 0
     queries: int = 0
     kept_tokens_mean: float | None = None
+    kept_tokens: list | None = None  # per policy query, for the token-statistics report
     latency_ms_mean: float | None = None
     seconds: float = 0.0
     final_eef_pos: list | None = None  # where the hand ended: compares runs beyond success and step counts
@@ -121,6 +122,7 @@ def run_episode(
         result.error = f"{type(err).__name__}: {err}"
         traceback.print_exc()
     result.kept_tokens_mean = float(np.mean(kept)) if kept else None
+    result.kept_tokens = kept or None
     result.latency_ms_mean = float(np.mean(latencies)) if latencies else None
     result.seconds = time.perf_counter() - start
     return result

@@ -44,6 +44,9 @@ class GenerateConfig:
     load_in_4bit: bool = False
     action_readout: Optional[str] = None            # oft_aligned | lightvla_tail (parity with released LightVLA)
     prune_visual_tokens: Optional[bool] = None      # None: as the checkpoint says
+    visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv (training-free)
+    visual_token_budget: Optional[int] = None       # patches the baselines keep (LightVLA chooses its own count)
+    fastv_layer: int = 2                            # FastV: decoder layers run on every token before pruning
 
     task_suite_name: str = "libero_spatial"         # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
     num_steps_wait: int = 10
@@ -76,11 +79,20 @@ class GenerateConfig:
             raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
+        if self.visual_token_pruner is not None:
+            from prismatic.models.pruning_baselines import make_pruner
+
+            make_pruner(self.visual_token_pruner, self.visual_token_budget, self.fastv_layer)  # validates the choice
 
     @property
     def run_name(self) -> str:
         source = "scripted" if self.policy == "scripted" else Path(self.pretrained_checkpoint.rstrip("/")).name
-        return f"{source}--seed{self.seed}" + (f"--{self.run_id_note}" if self.run_id_note else "")
+        pruner = self.visual_token_pruner
+        if pruner is not None:  # results of different pruners must never share (and resume from) one file
+            pruner += f"{self.visual_token_budget}" if self.visual_token_budget is not None else ""
+            pruner += f"-k{self.fastv_layer}" if self.visual_token_pruner == "fastv" else ""
+        parts = [source, f"seed{self.seed}", pruner, self.run_id_note]
+        return "--".join(p for p in parts if p)
 
     @property
     def results_path(self) -> Path:
@@ -107,6 +119,11 @@ class VLAPolicy:
             cfg.pretrained_checkpoint, device, num_images_in_input=cfg.num_images_in_input,
             use_proprio=cfg.use_proprio, **overrides,
         )  # fmt: skip
+        if cfg.visual_token_pruner is not None:
+            from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
+
+            pruner = make_pruner(cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed)
+            set_visual_token_pruner(self.policy.vla, pruner)
         self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
         self.center_crop = cfg.center_crop
 

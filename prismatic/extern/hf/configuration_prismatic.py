@@ -41,11 +41,11 @@ TIMM_OVERRIDE_ACT_LAYER: dict[str, list[str | None]] = {
 LLM_BACKBONE_TO_HF_PATH: dict[str, str | None] = {
     "llama2-7b-pure": "meta-llama/Llama-2-7b-hf", "llama3-8b-pure": "meta-llama/Meta-Llama-3-8B",
     "llama2-7b-chat": "meta-llama/Llama-2-7b-chat-hf", "vicuna-v15-7b": "lmsys/vicuna-7b-v1.5",
-    "llama2-tiny": None,  # the CPU preset: same architecture, no pretrained weights
+    "llama2-tiny": None, "llama2-small": None,  # the CPU presets: same architecture, no pretrained weights
 }  # fmt: skip
 LLM_BACKBONE_TO_HF_METACLASS: dict[str, str] = {
     "llama2-7b-pure": "llama", "llama3-8b-pure": "llama", "llama2-7b-chat": "llama", "vicuna-v15-7b": "llama",
-    "llama2-tiny": "llama",
+    "llama2-tiny": "llama", "llama2-small": "llama",
 }  # fmt: skip
 
 # transformers-4.40.1 LlamaConfig defaults: the released `text_config` stores only a handful of keys and the rest were

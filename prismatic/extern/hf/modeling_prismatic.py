@@ -357,10 +357,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, n_visual), attention_mask[:, 1:]], 1)
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand(batch, -1)
 
-        pruned = self.pruner(tokens, positions, mask, patch_start=1, num_patches=n_patches)
-        hidden, all_hidden = bidirectional_llama_forward(
-            self.language_model.model, pruned.tokens, pruned.position_ids, pruned.attention_mask, output_hidden_states
-        )
+        hidden, all_hidden, pruned = self._run_llm(tokens, positions, mask, n_patches, output_hidden_states)
 
         action_hidden = None
         if labels is not None:
@@ -377,6 +374,30 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
             projector_features=patches if output_projector_features else None,
             pruning=self.pruner.last_stats if self.pruner.enabled else None,
         )
+
+    def _run_llm(self, tokens, positions, mask, n_patches: int, output_hidden_states: bool):
+        """Pruner + bidirectional LLM -> (hidden, all hidden states or None, the PrunedSequence that was kept).
+
+        The pruner acts on the projected patches before the LLM, or, for pruners with ``prune_after_layer = K > 0``
+        (FastV), on the hidden states after the first K decoder layers.
+        """
+        llama, layer = self.language_model.model, self.pruner.prune_after_layer
+        if not layer:
+            pruned = self.pruner(tokens, positions, mask, patch_start=1, num_patches=n_patches)
+            hidden, all_hidden = bidirectional_llama_forward(
+                llama, pruned.tokens, pruned.position_ids, pruned.attention_mask, output_hidden_states
+            )
+            return hidden, all_hidden, pruned
+        kept = []
+
+        def select(hidden, position_ids, attention_mask, attention):
+            kept.append(self.pruner(hidden, position_ids, attention_mask, 1, n_patches, attention=attention))
+            return kept[0]
+
+        hidden, all_hidden = bidirectional_llama_forward(
+            llama, tokens, positions, mask, output_hidden_states, prune_after=(layer, select)
+        )
+        return hidden, all_hidden, kept[0]
 
     def _project_proprio(self, proprio, projector, batch: int, dtype: torch.dtype) -> torch.Tensor:
         if projector is None:

@@ -1,0 +1,34 @@
+"""scripts/benchmark_latency.py on the tiny preset: every pruner in one run, equal budgets, FLOPs, the JSON report."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location(
+    "benchmark_latency", Path(__file__).resolve().parents[1] / "scripts" / "benchmark_latency.py"
+)
+benchmark_latency = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark_latency)
+
+
+def test_all_pruners_side_by_side(tmp_path, capsys):
+    out = tmp_path / "latency.json"
+    cfg = benchmark_latency.LatencyConfig(
+        presets=["tiny"], repeats=2, warmup=0, batch_sizes=[1, 2], output_json=str(out)
+    )
+    [result] = benchmark_latency.main(cfg)
+    rows = result["pruners"]
+    assert list(rows) == ["none", "lightvla", "random_k", "text_topk", "fastv"]
+    assert rows["none"]["kept_tokens"] == 512
+    budget = result["budget"]
+    assert rows["lightvla"]["kept_tokens"] == budget < 512  # the baselines' default budget is LightVLA's count
+    assert all(rows[name]["kept_tokens"] == budget for name in ("random_k", "text_topk", "fastv"))
+    assert all(rows[name]["gflops"] < rows["none"]["gflops"] for name in rows if name != "none")
+    assert rows["fastv"]["gflops"] > rows["text_topk"]["gflops"]  # FastV's first layers see every token
+    assert rows["none"]["pruner_ms"] < rows["lightvla"]["pruner_ms"]  # the disabled pruner does nothing
+    assert all(r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] for r in rows.values())
+    assert set(result["batch_sweep"]["lightvla"]) == {1, 2}
+    saved = json.loads(out.read_text())
+    assert saved["results"][0]["budget"] == budget and saved["device"] == "cpu"
+    printed = capsys.readouterr().out
+    assert "latency x" in printed and "batch sweep" in printed
