@@ -47,6 +47,17 @@ def tiny_policy():
     return build_tiny_policy()
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, processor):
+    """A saved tiny policy folder (random weights, statistics keyed UNNORM_KEY); treat it as read-only."""
+    from prismatic.models.checkpoints import save_policy
+
+    vla, head, proprio = build_tiny_policy()
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny-policy"
+    save_policy(folder, vla, processor, head, proprio)
+    return folder
+
+
 def random_image(seed: int, size: int = 256) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 

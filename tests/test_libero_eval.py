@@ -4,20 +4,15 @@ import json
 
 import numpy as np
 import pytest
-from conftest import UNNORM_KEY, build_tiny_policy
+from conftest import UNNORM_KEY
 
 from experiments.robot.libero import run_libero_eval as ev
 from experiments.robot.libero.episodes import invert_gripper_action, normalize_gripper_action
-from prismatic.models.checkpoints import save_policy
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, processor):
-    """A tiny policy folder (random weights, statistics keyed libero_object_no_noops)."""
-    vla, head, proprio = build_tiny_policy()
-    folder = tmp_path_factory.mktemp("ckpt") / "tiny-policy"
-    save_policy(folder, vla, processor, head, proprio)
-    return folder
+@pytest.fixture
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def eval_config(tmp_path, checkpoint, **overrides):

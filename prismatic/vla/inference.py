@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from prismatic.extern.hf.processing_prismatic import to_pil_rgb
-from prismatic.models.checkpoints import Policy
+from prismatic.models.checkpoints import Policy, load_policy
+from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.models.pruning import PruningStats
 from prismatic.vla.constants import PROMPT_TEMPLATE
 from prismatic.vla.datasets.augmentation import square_crop
@@ -41,6 +42,37 @@ def observation_images(observation: Mapping, num_images: int) -> list[Image.Imag
             f"(full_image + keys containing 'wrist': {sorted(k for k in observation if 'wrist' in k)})"
         )
     return [to_pil_rgb(im) for im in images[:num_images]]
+
+
+def load_inference_policy(
+    checkpoint: str,
+    num_images_in_input: int | None = None,
+    use_proprio: bool = True,
+    prune_visual_tokens: bool | None = None,
+    action_readout: str | None = None,
+    visual_token_pruner: str | None = None,
+    visual_token_budget: int | None = None,
+    fastv_layer: int = 2,
+    seed: int = 0,
+) -> Policy:
+    """A checkpoint (folder or Hub id) ready for inference on the GPU when there is one (bf16), else the CPU (fp32).
+
+    ``None`` keeps what the checkpoint says. ``visual_token_pruner`` swaps in a training-free baseline (or
+    ``lightvla`` / ``none``) from ``prismatic.models.pruning_baselines``.
+    """
+    overrides = {}
+    if action_readout is not None:
+        overrides["action_readout"] = action_readout
+    if prune_visual_tokens is not None:
+        overrides["prune_visual_tokens"] = prune_visual_tokens
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = load_policy(
+        checkpoint, device, num_images_in_input=num_images_in_input, use_proprio=use_proprio, **overrides
+    )
+    if visual_token_pruner is not None:
+        pruner = make_pruner(visual_token_pruner, visual_token_budget, fastv_layer, seed)
+        set_visual_token_pruner(policy.vla, pruner)
+    return policy
 
 
 def policy_inputs(

@@ -104,26 +104,13 @@ class VLAPolicy:
     """A checkpoint behind the harness's policy interface; `batch` serves several simulators at once."""
 
     def __init__(self, cfg: GenerateConfig):
-        import torch
-
-        from prismatic.models.checkpoints import load_policy
+        from prismatic.vla.inference import load_inference_policy
         from prismatic.vla.normalization import resolve_unnorm_key
 
-        overrides = {}
-        if cfg.action_readout is not None:
-            overrides["action_readout"] = cfg.action_readout
-        if cfg.prune_visual_tokens is not None:
-            overrides["prune_visual_tokens"] = cfg.prune_visual_tokens
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.policy = load_policy(
-            cfg.pretrained_checkpoint, device, num_images_in_input=cfg.num_images_in_input,
-            use_proprio=cfg.use_proprio, **overrides,
+        self.policy = load_inference_policy(
+            cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
+            cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
         )  # fmt: skip
-        if cfg.visual_token_pruner is not None:
-            from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
-
-            pruner = make_pruner(cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed)
-            set_visual_token_pruner(self.policy.vla, pruner)
         self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
         self.center_crop = cfg.center_crop
 
