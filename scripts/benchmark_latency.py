@@ -3,7 +3,7 @@ side in one process: kept visual tokens, exact FLOPs, latency (median and p10-p9
 batch-size sweep.
 
     python scripts/benchmark_latency.py                                  # tiny and small presets, CPU fp32
-    python scripts/benchmark_latency.py --presets '[small]' --repeats 50 --output_json runs/latency.json
+    python scripts/benchmark_latency.py --presets '[small]' --repeats 50 --output_json runs/latency.json --plot runs/latency.png
 
 Weights are random (presets built from scratch), so the kept-token count is that of an untrained pruner on the
 benchmark's observations; the baselines get the same budget (`--budget`, default: what LightVLA keeps) so every row
@@ -51,6 +51,7 @@ class LatencyConfig:
     device: str = "auto"                    # auto: cuda when available, else cpu
     seed: int = 0
     output_json: Optional[str] = None
+    plot: Optional[str] = None              # PNG: FLOPs and latency relative to unpruned, per pruner and preset
     # fmt: on
 
 
@@ -191,6 +192,33 @@ def print_preset(result: dict, cfg: LatencyConfig, device: torch.device) -> None
         print(f"{b:>7}{cells}")
 
 
+def plot_ratios(results: list[dict], path: str) -> None:
+    """Grouped bars: FLOPs and median latency of every pruner relative to the unpruned model, one panel per preset."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        rows, base = result["pruners"], result["pruners"]["none"]
+        names = list(rows)
+        x = np.arange(len(names))
+        ax.bar(x - 0.2, [rows[n]["gflops"] / base["gflops"] for n in names], 0.4, label="FLOPs")
+        ax.bar(x + 0.2, [rows[n]["median_ms"] / base["median_ms"] for n in names], 0.4, label="latency")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(f"{result['preset']} (budget {result['budget']} of 512)")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_ylabel("relative to unpruned")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(Path(path).stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 @draccus.wrap()
 def main(cfg: LatencyConfig) -> list[dict]:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
@@ -206,6 +234,9 @@ def main(cfg: LatencyConfig) -> list[dict]:
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(payload, indent=1))
         tmp.replace(path)
+    if cfg.plot and all("none" in r["pruners"] for r in results):
+        plot_ratios(results, cfg.plot)
+        print(f"\nplot: {cfg.plot}")
     return results
 
 

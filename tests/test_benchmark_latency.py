@@ -14,7 +14,7 @@ spec.loader.exec_module(benchmark_latency)
 def test_all_pruners_side_by_side(tmp_path, capsys):
     out = tmp_path / "latency.json"
     cfg = benchmark_latency.LatencyConfig(
-        presets=["tiny"], repeats=2, warmup=0, batch_sizes=[1, 2], output_json=str(out)
+        presets=["tiny"], repeats=2, warmup=0, batch_sizes=[1, 2], output_json=str(out), plot=str(tmp_path / "r.png")
     )
     [result] = benchmark_latency.main(cfg)
     rows = result["pruners"]
@@ -30,5 +30,6 @@ def test_all_pruners_side_by_side(tmp_path, capsys):
     assert set(result["batch_sweep"]["lightvla"]) == {1, 2}
     saved = json.loads(out.read_text())
     assert saved["results"][0]["budget"] == budget and saved["device"] == "cpu"
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "latency x" in printed and "batch sweep" in printed

@@ -129,12 +129,15 @@ def test_client_raises_the_servers_message(server):
 
 
 def test_concurrent_load_has_no_failures_and_right_answers(server, local_policy):
+    before = health(server)
     report = benchmark_server.load_test(f"{server}/act", num_requests=50, clients=5)
     assert report["failures"] == 0 and report["requests_per_s"] > 0
     answers = expected(local_policy, [observation(i) for i in range(4)])
     for i, ok, _, actions in report["results"]:
         np.testing.assert_allclose(actions, answers[i % 4], atol=1e-5)
-    assert health(server)["failed"] == 0
+    after = health(server)
+    assert after["failed"] == 0 and after["served"] - before["served"] == 50
+    assert after["batches"] - before["batches"] < 50  # concurrent requests were answered in shared batches
 
 
 def test_unreachable_server_is_a_clear_error():

@@ -1,9 +1,13 @@
-"""Hub push (model card, file selection, unreachable Hub) and pull (a Hub id from the local cache, offline)."""
+"""Hub push (model card, file selection, a commit to a local fake Hub, unreachable Hub) and pull (from the local cache)."""
 
+import base64
+import http.server
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 from conftest import UNNORM_KEY
 
 from prismatic.models.checkpoints import CheckpointError
-from prismatic.models.hub import files_to_upload, model_card
+from prismatic.models.hub import files_to_upload, model_card, push_checkpoint
 from prismatic.vla.inference import load_inference_policy, predict_action_chunk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,3 +90,62 @@ def test_a_hub_id_loads_offline_from_the_local_cache(checkpoint, tmp_path, monke
     np.testing.assert_array_equal(a, b)
     with pytest.raises(CheckpointError, match="could not be fetched from the Hugging Face Hub"):
         load_inference_policy("someone/not-downloaded")
+
+
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """The four Hub endpoints a commit of regular files goes through; what arrives is kept in ``received``."""
+
+    received: dict = {}
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        if self.path == "/api/repos/create":
+            request = json.loads(body)
+            self.received["created"] = (request["organization"], request["name"], request.get("visibility"))
+            return self.reply({"url": f"{base}/{request['organization']}/{request['name']}"})
+        if self.path == "/api/validate-yaml":
+            return self.reply({})
+        if self.path.endswith("/preupload/main"):
+            files = json.loads(body)["files"]
+            return self.reply(
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if self.path.endswith("/commit/main"):
+            lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+            self.received["header"] = lines[0]["value"]
+            self.received["files"] = {
+                item["value"]["path"]: base64.b64decode(item["value"]["content"])
+                for item in lines[1:]
+                if item["key"] == "file"
+            }
+            return self.reply({"commitUrl": f"{base}/someone/tiny/commit/0123abcd", "commitOid": "0123abcd"})
+        self.send_error(404)
+
+
+def test_push_uploads_the_folder_and_its_card_in_one_commit(checkpoint):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = push_checkpoint(
+            checkpoint, "someone/tiny", private=True, token="hf_fake", endpoint=f"http://127.0.0.1:{server.server_port}"
+        )
+    finally:
+        server.shutdown()
+    received = FakeHub.received
+    assert url.endswith("/someone/tiny/commit/0123abcd")
+    assert received["created"] == ("someone", "tiny", "private")
+    assert received["header"]["summary"] == "Upload LightVLA checkpoint tiny-policy"
+    expected = {str(rel): (checkpoint / rel).read_bytes() for rel in files_to_upload(checkpoint)}
+    assert received["files"] == {**expected, "README.md": model_card(checkpoint, "someone/tiny").encode()}

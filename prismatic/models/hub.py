@@ -99,16 +99,24 @@ def model_card(folder: Path, repo_id: str) -> str:
 
 
 def push_checkpoint(
-    folder: Path, repo_id: str, private: bool = False, token: str | None = None, commit_message: str | None = None
+    folder: Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    endpoint: str | None = None,
 ) -> str:
-    """Create ``repo_id`` if needed and upload the folder and its model card in one commit; returns the commit URL."""
+    """Create ``repo_id`` if needed and upload the folder and its model card in one commit; returns the commit URL.
+
+    ``endpoint``: another Hub than HF_ENDPOINT / huggingface.co (a mirror, a private Hub).
+    """
     from huggingface_hub import CommitOperationAdd, HfApi, constants
 
     folder = Path(folder)
     card = model_card(folder, repo_id)
     if constants.HF_HUB_OFFLINE:
         raise HubError("HF_HUB_OFFLINE is set: unset it to push to the Hugging Face Hub")
-    api = HfApi(token=token or os.environ.get("HF_TOKEN"))
+    api = HfApi(endpoint=endpoint, token=token or os.environ.get("HF_TOKEN"))
     operations = [CommitOperationAdd(str(rel), str(folder / rel)) for rel in files_to_upload(folder)]
     operations.append(CommitOperationAdd("README.md", card.encode()))
     try:
@@ -118,7 +126,7 @@ def push_checkpoint(
         )
     except Exception as err:  # noqa: BLE001 - network, auth and permission errors all get the same guidance
         raise HubError(
-            f"could not push {folder} to {repo_id} on {constants.ENDPOINT} ({type(err).__name__}: "
+            f"could not push {folder} to {repo_id} on {api.endpoint} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Check network access to the Hub, HF_ENDPOINT, and "
             "that HF_TOKEN (or `hf auth login`) has write access."
         ) from err

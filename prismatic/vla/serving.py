@@ -12,17 +12,21 @@ Protocol (compatible with upstream OpenVLA-OFT's `vla-scripts/deploy.py`; arrays
   forward pass (each sample is pruned on its own, so a batch answers exactly what single requests would).
 * ``GET /health`` -> what is served (checkpoint, images, proprio, unnorm key, chunk shape, pruner) and counters.
 
-Malformed requests are answered with 400 (not JSON) or 422 (wrong keys, shapes, types) and a message naming the
-problem; the server keeps serving. Inference runs in a worker thread, one batch at a time (the pruner's statistics
-and the model are shared), so ``/health`` stays responsive while a batch runs.
+Malformed requests are answered with 400 (not JSON), 413 (batch too large) or 422 (wrong keys, shapes, types) and a
+message naming the problem; the server keeps serving. Inference runs in one worker thread (``InferenceBatcher``):
+observations of requests that arrive while a batch runs are answered together in the next batch (up to
+``max_batch_size``), so several robots or simulators share one forward pass, and ``/health`` stays responsive.
 """
 
+import asyncio
 import logging
+import queue
 import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,8 +50,8 @@ class ServerState:
     center_crop: bool = True
     max_batch_size: int = 32
     checkpoint: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock)
     served: int = 0  # observations answered
+    batches: int = 0  # forward passes run
     rejected: int = 0  # requests answered 4xx
     failed: int = 0  # requests answered 5xx
 
@@ -125,13 +129,63 @@ def parse_request(payload, state: ServerState) -> tuple[list[dict], list[str], s
 
 # --- inference -----------------------------------------------------------------------------------------------------
 def act(state: ServerState, observations: list[dict], instructions: list[str]) -> np.ndarray:
-    """(B, chunk, action_dim) float32 actions; one batch at a time."""
+    """(B, chunk, action_dim) float32 actions for one batch (called from the batcher's thread only)."""
     from prismatic.vla.inference import predict_action_chunk
 
-    with state.lock:
-        actions, _ = predict_action_chunk(state.policy, observations, instructions, state.unnorm_key, state.center_crop)
-        state.served += len(observations)
+    actions, _ = predict_action_chunk(state.policy, observations, instructions, state.unnorm_key, state.center_crop)
+    state.served += len(observations)
+    state.batches += 1
     return actions.astype(np.float32)
+
+
+class InferenceBatcher:
+    """One inference thread; requests waiting while it works are merged into its next batch.
+
+    A request's observations always stay in one batch, in order; a batch takes whole requests until the next one
+    would exceed ``max_batch_size``. Batched results equal per-sample ones (each sample is pruned on its own).
+    """
+
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.requests: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._serve, name="inference", daemon=True)
+        self.thread.start()
+
+    def submit(self, observations: list[dict], instructions: list[str]) -> Future:
+        future: Future = Future()
+        self.requests.put((observations, instructions, future))
+        return future
+
+    def _next_batch(self) -> list:
+        batch = [self.requests.get()]
+        size = len(batch[0][0])
+        while True:
+            try:
+                item = self.requests.get_nowait()
+            except queue.Empty:
+                return batch
+            if size + len(item[0]) > self.state.max_batch_size:
+                self.requests.queue.appendleft(item)  # first in line for the next batch
+                return batch
+            batch.append(item)
+            size += len(item[0])
+
+    def _serve(self) -> None:
+        while True:
+            batch = self._next_batch()
+            try:
+                actions = act(
+                    self.state, [o for obs, _, _ in batch for o in obs], [t for _, texts, _ in batch for t in texts]
+                )
+            except Exception as err:  # noqa: BLE001 - every waiting request gets the error, the thread goes on
+                log.error("inference failed:\n%s", traceback.format_exc())
+                for _, _, future in batch:
+                    future.set_exception(err)
+                continue
+            start = 0
+            for obs, _, future in batch:
+                future.set_result(actions[start : start + len(obs)])
+                start += len(obs)
 
 
 def encode_response(actions: np.ndarray, kind: str):
@@ -161,6 +215,7 @@ def health(state: ServerState) -> dict:
         "device": str(vla.device),
         "max_batch_size": state.max_batch_size,
         "served": state.served,
+        "batches": state.batches,
         "rejected": state.rejected,
         "failed": state.failed,
     }
@@ -170,9 +225,9 @@ def make_app(state: ServerState):
     """The FastAPI application serving ``state.policy``."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
-    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="LightVLA policy server")
+    batcher = InferenceBatcher(state)
 
     @app.get("/health")
     def get_health() -> dict:
@@ -187,10 +242,9 @@ def make_app(state: ServerState):
             state.rejected += 1
             return JSONResponse({"error": str(err)}, status_code=err.status)
         try:
-            actions = await run_in_threadpool(act, state, observations, instructions)
+            actions = await asyncio.wrap_future(batcher.submit(observations, instructions))
         except Exception as err:  # noqa: BLE001 - the server must answer and keep serving
             state.failed += 1
-            log.error("inference failed:\n%s", traceback.format_exc())
             return JSONResponse({"error": f"inference failed: {type(err).__name__}: {err}"}, status_code=500)
         log.info("/act: %d observation(s) in %.1f ms", len(observations), (time.perf_counter() - start) * 1e3)
         return Response(encode_response(actions, kind), media_type="application/json")
