@@ -40,5 +40,7 @@ done
 echo "== 4/4 summary"
 "$PY" scripts/compare_eval_runs.py "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_True.jsonl \
   "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_False.jsonl
+"$PY" scripts/token_statistics.py "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_True.jsonl \
+  --plot "$OUT/eval/kept_tokens.png"
 echo "kept-patch pictures: $OUT/eval/rollouts/   training metrics: $RUN/metrics.jsonl"
 echo "quickstart wall time: $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"
