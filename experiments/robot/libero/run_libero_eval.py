@@ -292,10 +292,9 @@ def summarize(records: list[dict]) -> str:
         kept = [r["kept_tokens_mean"] for r in rs if r.get("kept_tokens_mean") is not None]
         lat = [r["latency_ms_mean"] for r in rs if r.get("latency_ms_mean") is not None]
         wins = sum(r["success"] for r in rs)
-        lines.append(
-            f"{task_id:>4}  {wins:>4}/{len(rs):<4}  {np.mean(kept) if kept else float('nan'):>11.1f}  "
-            f"{np.mean(lat) if lat else float('nan'):>10.1f}  {rs[0]['task']}"
-        )
+        kept_text = f"{np.mean(kept):.1f}" if kept else "-"  # "-": evaluated without pruning
+        latency_text = f"{np.mean(lat):.1f}" if lat else "-"
+        lines.append(f"{task_id:>4}  {wins:>4}/{len(rs):<4}  {kept_text:>11}  {latency_text:>10}  {rs[0]['task']}")
     total, wins = len(records), sum(r["success"] for r in records)
     errors = sum(r.get("error") is not None for r in records)
     lines.append(
