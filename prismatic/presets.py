@@ -61,7 +61,7 @@ _TINY = {
     "num_images_in_input": 2,
 }
 
-# CPU benchmarking size: the LLM dominates the FLOPs (about 85%, 7B: 90%), so pruning's effect is representative.
+# CPU benchmarking size: the LLM does ~92% of the FLOPs (7B: ~90%), so pruning's effect is representative.
 _SMALL = {
     **_TINY,
     "llm_backbone_id": "llama2-small",
@@ -81,7 +81,7 @@ _SMALL = {
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", "same architecture at CPU size, from scratch, offline tokenizer", _TINY, True, 256),
     "small": Preset(
-        "small", "LLM-dominated CPU benchmark size (~70 M parameters), offline tokenizer", _SMALL, True, 512
+        "small", "LLM-dominated CPU benchmark size (~64 M parameters), offline tokenizer", _SMALL, True, 512
     ),
     "openvla-7b-oft": Preset("openvla-7b-oft", "released OpenVLA-OFT / LightVLA 7B layout", _RELEASED_7B, False),
 }

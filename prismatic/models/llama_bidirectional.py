@@ -85,7 +85,7 @@ def attention_probabilities(
 
 # Selects tokens between two decoder layers: (hidden, position_ids, attention_mask, a callable giving the last
 # full-length layer's attention weights averaged over heads, ``attention(query_start=0)``) -> PrunedSequence.
-LayerSelect = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[], torch.Tensor]], Any]
+LayerSelect = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Callable[..., torch.Tensor]], Any]
 
 
 def bidirectional_llama_forward(

@@ -35,6 +35,11 @@ def top_k_mask(scores: torch.Tensor, budget: int) -> torch.Tensor:
     return keep.scatter_(1, scores.topk(min(budget, scores.shape[1]), dim=1).indices, True)
 
 
+def mean_over_task_tokens(weights: torch.Tensor, task_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, P) attention of task tokens to patches, (B, T) non-padding -> (B, P) mean over the real task tokens."""
+    return (weights * task_mask[..., None]).sum(1) / task_mask.sum(1, keepdim=True)
+
+
 class BudgetPruner(nn.Module):
     """Common part of the baselines: a token budget, the pruner switches, statistics of the last call."""
 
@@ -88,8 +93,7 @@ class TextTopKPruner(BudgetPruner):
     def patch_scores(self, patches, task, task_mask, **kwargs):
         patches_n, task_n = rms_norm(patches).float(), rms_norm(task).float()
         logits = task_n @ patches_n.transpose(1, 2) / math.sqrt(patches.shape[-1])  # (B, T, P)
-        weights = logits.softmax(-1) * task_mask[..., None]
-        return weights.sum(1) / task_mask.sum(1, keepdim=True)
+        return mean_over_task_tokens(logits.softmax(-1), task_mask)
 
 
 class FastVPruner(BudgetPruner):
@@ -107,8 +111,7 @@ class FastVPruner(BudgetPruner):
             raise ValueError("FastV scores patches with the LLM's attention; it runs inside the LLM forward")
         end = patch_start + patches.shape[1]
         received = attention(query_start=end)[:, :, patch_start:end]  # (B, T, P): task tokens attending to patches
-        weights = received * task_mask[..., None]
-        return weights.sum(1) / task_mask.sum(1, keepdim=True)
+        return mean_over_task_tokens(received, task_mask)
 
 
 def make_pruner(name: str, budget: int | None = None, fastv_layer: int = DEFAULT_FASTV_LAYER, seed: int = 0):
