@@ -45,6 +45,16 @@ def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
+def gumbel_from_uniform(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel samples -log(-log(u)) from u in [0, 1), finite everywhere.
+
+    u = 0 would give -inf: it is raised to the smallest normal float first. Below 1, -log(u) >= 2**-24 > 0, so the
+    outer log is always finite.
+    """
+    u = u.clamp_min(torch.finfo(u.dtype).tiny)
+    return -torch.log(-torch.log(u))
+
+
 @dataclass
 class PruningStats:
     """What the pruner kept for each sample of the last batch."""
@@ -140,9 +150,8 @@ class TokenPruner(nn.Module):
 
     def _noise(self, score: torch.Tensor) -> torch.Tensor:
         u = torch.rand_like(score, dtype=torch.float32)
-        if self.noise == "gumbel":
-            u = -torch.log(-torch.log(u.clamp_min(1e-20)).clamp_min(1e-20))
-        return (u * self.noise_scale).to(score.dtype)
+        noise = gumbel_from_uniform(u) if self.noise == "gumbel" else u
+        return (noise * self.noise_scale).to(score.dtype)
 
     # --- forward -----------------------------------------------------------------------------------------------------
     def forward(
