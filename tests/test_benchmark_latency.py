@@ -25,7 +25,8 @@ def test_all_pruners_side_by_side(tmp_path, capsys):
     assert all(rows[name]["kept_tokens"] == budget for name in ("random_k", "text_topk", "fastv"))
     assert all(rows[name]["gflops"] < rows["none"]["gflops"] for name in rows if name != "none")
     assert rows["fastv"]["gflops"] > rows["text_topk"]["gflops"]  # FastV's first layers see every token
-    assert rows["none"]["pruner_ms"] < rows["lightvla"]["pruner_ms"]  # the disabled pruner does nothing
+    # each pruner call happens inside a timed call, so its median time is a part of the call's (not a race of timings)
+    assert all(0 < r["pruner_ms"] < r["median_ms"] for r in rows.values())
     assert all(r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] for r in rows.values())
     assert set(result["batch_sweep"]["lightvla"]) == {1, 2}
     saved = json.loads(out.read_text())

@@ -13,6 +13,7 @@ import torch
 from conftest import UNNORM_KEY, write_task
 
 from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
+from prismatic.training.policy import kept_visual_tokens
 from prismatic.training.schedules import lr_factor, noise_scale
 from prismatic.vla.datasets.datasets import DatasetError
 
@@ -44,13 +45,21 @@ def losses(result):
     return [h["loss"] for h in result["history"]]
 
 
-def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, tmp_path):
+def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, tmp_path, monkeypatch):
+    measured = []  # (batch, value) of every kept-token measurement, in order
+
+    def record(policy, batch):
+        measured.append((batch, kept_visual_tokens(policy, batch)))
+        return measured[-1][1]
+
+    monkeypatch.setattr(finetune, "kept_visual_tokens", record)
     cfg = config(data_root, tmp_path, max_steps=30, save_freq=15, image_aug=False, learning_rate=3e-3)
     result = finetune.train(cfg)
     history = losses(result)
     assert np.mean(history[-5:]) < 0.8 * np.mean(history[:5])
     assert [h["noise_scale"] for h in result["history"]][:2] == [1.0, pytest.approx(1 - 1 / 30)]
-    assert all(0 < h["kept_visual_tokens"] <= 512 for h in result["history"] if "kept_visual_tokens" in h)
+    logged = {h["step"]: h["kept_visual_tokens"] for h in result["history"] if "kept_visual_tokens" in h}
+    assert list(logged) == [1, *range(3, 31, 3)] and list(logged.values()) == [v for _, v in measured]
 
     run_dir = result["run_dir"]
     folder = run_dir.with_name(run_dir.name + "--30_chkpt")
@@ -84,14 +93,31 @@ def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, t
         got = loaded.action_head.predict_action(out.action_hidden_states)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
+    # the kept tokens logged at the saves are what the saved policies keep at inference (eval mode, no noise; the
+    # step-15 model still trained with noise 0.53) on the batch of that step
+    for step in (15, 30):
+        saved = load_policy(run_dir.with_name(f"{run_dir.name}--{step}_chkpt"), num_images_in_input=2)
+        batch = measured[list(logged).index(step)][0]
+        with torch.no_grad():
+            out = saved.vla(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            pixel_values=batch["pixel_values"], labels=batch["labels"], proprio=batch["proprio"],
+                            proprio_projector=saved.proprio_projector)  # fmt: skip
+        assert logged[step] == pytest.approx(float(out.pruning.kept_counts.float().mean())) and logged[step] < 512
+
 
 def test_resume_continues_the_uninterrupted_run_exactly(data_root, tmp_path):
-    full = finetune.train(config(data_root, tmp_path / "a"))
-    first = finetune.train(config(data_root, tmp_path / "b", stop_at_step=3))
-    second = finetune.train(config(data_root, tmp_path / "b", resume=True))
+    # the interruption falls inside the LR warmup, and the resumed part crosses its end and the decay milestone
+    schedule = dict(lr_warmup_steps=4, num_steps_before_decay=5)
+    full = finetune.train(config(data_root, tmp_path / "a", **schedule))
+    first = finetune.train(config(data_root, tmp_path / "b", stop_at_step=3, **schedule))
+    second = finetune.train(config(data_root, tmp_path / "b", resume=True, **schedule))
     assert [h["step"] for h in second["history"]] == [4, 5, 6]
-    np.testing.assert_allclose(losses(first) + losses(second), losses(full), rtol=1e-5)
-    # the noise schedule continues from the global step, not from zero
+    resumed = first["history"] + second["history"]
+    for key in ("loss", "learning_rate", "noise_scale"):
+        np.testing.assert_allclose([h[key] for h in resumed], [h[key] for h in full["history"]], rtol=1e-5, err_msg=key)
+    # independently: the LR after each step (warmup 10% -> 100% over 4 steps, x0.1 from step 5), the noise 1 - step/6
+    lr = 1e-3 * np.array([0.325, 0.55, 0.775, 1.0, 0.1, 0.1])
+    np.testing.assert_allclose([h["learning_rate"] for h in resumed], lr, rtol=1e-6)
     assert [h["noise_scale"] for h in second["history"]] == pytest.approx([0.5, 1 / 3, 1 / 6])
 
 
@@ -122,21 +148,32 @@ def test_merge_script_reproduces_the_saved_merged_weights(data_root, tmp_path):
     assert load_policy(folder, num_images_in_input=2).vla.norm_stats.keys() == {UNNORM_KEY}
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, tiny_policy, processor):
     vla, head, proprio = tiny_policy
     folder = tmp_path / "ckpt"
     save_policy(folder, vla, processor, head, proprio)
+    before = folder_bytes(folder)
+    with torch.no_grad():  # the save that dies would write other weights
+        for module in (vla, head, proprio):
+            for p in module.parameters():
+                p.add_(1.0)
 
     def crash(target):
         raise KeyboardInterrupt("killed while saving")
 
     with pytest.raises(KeyboardInterrupt):
         save_policy(folder, vla, processor, head, proprio, extra_writer=crash)
-    assert load_policy(folder).vla is not None
+    assert folder_bytes(folder) == before  # every file of the previous checkpoint intact, byte for byte
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no half-written folder left behind
 
 
-def test_crash_between_the_folder_swaps_keeps_the_old_checkpoint_reachable(tmp_path, tiny_policy, processor, monkeypatch):
+def test_crash_between_the_folder_swaps_keeps_the_old_checkpoint_reachable(
+    tmp_path, tiny_policy, processor, monkeypatch
+):
     vla, head, proprio = tiny_policy
     folder = tmp_path / "ckpt"
     save_policy(folder, vla, processor, head, proprio)

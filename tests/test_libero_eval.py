@@ -31,6 +31,40 @@ def test_gripper_post_processing():
     np.testing.assert_array_equal(env_actions[:, :6], actions[:, :6])
 
 
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_resume_runs_exactly_the_missing_episodes(tmp_path, monkeypatch, num_workers):
+    """No simulator: the episode driver is replaced by one that records what it was asked to run."""
+    cfg = ev.GenerateConfig(
+        policy="scripted", task_suite_name="libero_object", task_ids=[0, 3], num_trials_per_task=3,
+        local_log_dir=str(tmp_path), num_workers=num_workers,
+    )  # fmt: skip
+    earlier = [
+        {"suite": "libero_object", "task_id": 0, "trial": 0, "task": "t0", "success": True},
+        {"suite": "libero_object", "task_id": 3, "trial": 2, "task": "t3", "success": False},
+        {"suite": "libero_object", "task_id": 0, "trial": 0, "task": "t0", "success": True},  # written twice
+    ]
+    lines = [json.dumps(r) for r in earlier] + ['{"suite": "libero_object", "task_id": 3, "tri']  # torn by a kill
+    cfg.results_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.results_path.write_text("\n".join(lines) + "\n")
+    asked = []
+
+    def driver(cfg, specs, on_result):
+        for spec in specs:
+            asked.append((spec.task_id, spec.trial))
+            on_result(
+                ev.EpisodeResult(spec.suite, spec.task_id, f"t{spec.task_id}", spec.trial, success=spec.trial == 1)
+            )
+
+    monkeypatch.setattr(ev, "run_sequential", driver)
+    monkeypatch.setattr(ev, "run_parallel", driver)
+    records = ev.evaluate(cfg)
+    assert sorted(asked) == [(0, 1), (0, 2), (3, 0), (3, 1)]  # exactly the missing ones
+    assert sorted((r["task_id"], r["trial"]) for r in records) == [(t, i) for t in (0, 3) for i in range(3)]
+    summary = cfg.results_path.with_suffix(".summary.txt").read_text()
+    assert "Overall success rate: 3/6" in summary  # (0, 0) once, (0, 1), (3, 1)
+    assert ev.evaluate(cfg) and len(asked) == 4  # run again: nothing left to do
+
+
 @pytest.mark.slow
 def test_evaluation_writes_results_and_resumes(tmp_path, checkpoint):
     cfg = eval_config(tmp_path, checkpoint)

@@ -89,14 +89,26 @@ def test_batch_matches_each_sample_alone(processor, tiny_policy):
     np.testing.assert_allclose(batched, np.stack(singles), atol=1e-5)
 
 
-@pytest.mark.parametrize("readout,start,stop", [("oft_aligned", -58, -2), ("lightvla_tail", -56, None)])
-def test_action_readout_positions(processor, tiny_policy, readout, start, stop):
-    vla, _, _ = tiny_policy
-    inputs = observation_inputs(processor, ["pick up the soup"], [0])
+@pytest.mark.parametrize("readout,offset", [("oft_aligned", -1), ("lightvla_tail", 1)])
+@pytest.mark.parametrize("prune", [False, True])
+def test_action_readout_positions_with_proprio_and_padding(processor, tiny_policy, readout, offset, prune):
+    """Each sample ends [..., "▁", a1..a56, STOP, PAD...]; the visual block (patches, or the kept ones, and the proprio
+    token) sits after BOS. oft_aligned reads the position before each action slot, lightvla_tail the one after."""
+    vla, _, proprio_projector = tiny_policy
+    vla.pruner.enabled = prune
+    inputs = observation_inputs(processor, ["pick up the soup", "put both the soup and the sauce in the basket"], [0, 1])
     ids, mask, labels = vla.append_action_slots(inputs["input_ids"], inputs["attention_mask"])
-    out = vla(ids, mask, inputs["pixel_values"], labels, action_readout=readout)
-    # Unpadded sequence ends [..., "▁", a1..a56, STOP]
-    torch.testing.assert_close(out.action_hidden_states, out.last_hidden_state[:, start:stop])
+    lengths = mask.sum(1).tolist()
+    assert lengths[0] < lengths[1]  # the first sample is right-padded
+    out = vla(ids, mask, inputs["pixel_values"], labels, proprio=torch.rand(2, 8), proprio_projector=proprio_projector,
+              action_readout=readout)  # fmt: skip
+    visual = out.last_hidden_state.shape[1] - ids.shape[1]  # patch slots (after pruning) + 1 proprio token
+    assert visual == (int(vla.pruner.last_stats.kept_counts.max()) if prune else vla.get_num_patches()) + 1
+    n = vla.action_space.num_action_tokens
+    for b, length in enumerate(lengths):
+        stop = length - 1 + visual  # STOP's position in the multimodal sequence
+        slots = torch.arange(stop - n, stop)
+        torch.testing.assert_close(out.action_hidden_states[b], out.last_hidden_state[b, slots + offset])
 
 
 def test_attention_is_bidirectional(processor, tiny_policy):

@@ -131,8 +131,13 @@ def test_grasp_candidates():
     # a bowl wider than the open gripper: four rim grasps, each just inside one side, fingers across that side
     low, high = np.array([0.0, 0.0, 0.9]), np.array([0.12, 0.12, 0.95])
     rim = grasp_candidates(low, high)
-    assert len(rim) == 4 and 0.12 > MAX_GRIPPER_SPAN
+    assert len(rim) == 4
     for point, yaw in rim:
         axis = 1 if yaw == 0.0 else 0
         assert min(abs(point[axis] - low[axis]), abs(point[axis] - high[axis])) < 0.03
         assert low[2] < point[2] < high[2]
+    # the switch from centre to rim grasps happens at the gripper's span, whichever way the object is turned
+    for width in (MAX_GRIPPER_SPAN - 0.002, MAX_GRIPPER_SPAN + 0.002):
+        square = grasp_candidates(np.zeros(3), np.array([width, width, 0.05]))
+        centred = all(np.allclose(point[:2], width / 2) for point, _ in square)
+        assert centred == (width < MAX_GRIPPER_SPAN) and len(square) == (2 if centred else 4)
