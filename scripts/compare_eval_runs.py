@@ -6,15 +6,15 @@ One row per file: episodes, success rate, kept visual tokens (mean ± sd), polic
 relative to the first file.
 """
 
-import sys
+import argparse
 
 from experiments.robot.libero.eval_reports import run_summary
 
 
-def main(paths: list[str]) -> list[dict]:
-    if not paths:
-        sys.exit("usage: compare_eval_runs.py EVAL-....jsonl [EVAL-....jsonl ...]")
-    rows = [run_summary(p) for p in paths]
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="EVAL-<suite>-<run>.jsonl files written by run_libero_eval.py")
+    rows = [run_summary(p) for p in parser.parse_args(argv).results]
     base = rows[0]["latency"]
     print(f"{'run':<60} {'success':>9} {'kept visual tokens':>19} {'latency/query':>14} {'vs first':>8}")
     for r in rows:
@@ -27,4 +27,4 @@ def main(paths: list[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

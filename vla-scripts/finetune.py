@@ -72,7 +72,7 @@ class FinetuneConfig:
     # Optimisation
     batch_size: int = 8                             # per process
     learning_rate: float = 5e-4
-    lr_warmup_steps: int = 0                        # linear warmup 10% -> 100%; the decay below still applies
+    lr_warmup_steps: int = 0                        # linear warmup from 0.1x to 1x the LR; the decay still applies
     num_steps_before_decay: int = 100_000           # LR x0.1 from this optimizer step on
     grad_accumulation_steps: int = 1
     max_steps: int = 200_000                        # optimizer steps
