@@ -8,8 +8,10 @@ batch-size sweep.
 Weights are random (presets built from scratch), so the kept-token count is that of an untrained pruner on the
 benchmark's observations; the baselines get the same budget (`--budget`, default: what LightVLA keeps) so every row
 runs the LLM on the same number of visual tokens. Timed is `vla.predict_action` on preprocessed inputs (vision
-backbone, projector, pruner, LLM, action head), not image preprocessing. On a GPU: bf16 and CUDA events; on the CPU:
-fp32 and perf_counter. FLOPs are counted on the same call with `torch.utils.flop_counter` (matrix products only).
+backbone, projector, pruner, LLM, action head); image preprocessing (upstream's pipeline for two 256x256 camera
+frames: JPEG round trip, lanczos3 to the model's size, center crop, processor, prompt and proprio) is timed on its
+own and reported beside it. On a GPU: bf16 and CUDA events; on the CPU: fp32 and perf_counter. FLOPs are counted on
+the same call with `torch.utils.flop_counter` (matrix products only).
 """
 
 import json
@@ -139,6 +141,18 @@ def measure(policy, pruner, inputs: dict, cfg: LatencyConfig, clock: Clock) -> d
     }
 
 
+def time_preprocessing(policy, cfg: LatencyConfig) -> float:
+    """Median milliseconds to turn one observation (two 256x256 frames, state, instruction) into model inputs."""
+    obs, tasks = observations(1, cfg.seed)
+    times = []
+    for i in range(cfg.warmup + cfg.repeats):
+        start = time.perf_counter()
+        policy_inputs(policy, obs, tasks, UNNORM_KEY)
+        if i >= cfg.warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
 def benchmark_preset(preset: str, cfg: LatencyConfig, device: torch.device) -> dict:
     policy = make_policy(preset, norm_stats=benchmark_statistics(), seed=cfg.seed)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -147,6 +161,7 @@ def benchmark_preset(preset: str, cfg: LatencyConfig, device: torch.device) -> d
             module.to(device=device, dtype=dtype)
     clock = Clock(device)
     inputs = {b: policy_inputs(policy, *observations(b, cfg.seed), UNNORM_KEY) for b in set(cfg.batch_sizes) | {1}}
+    preprocess_ms = time_preprocessing(policy, cfg)
 
     budget = cfg.budget
     if budget is None:
@@ -159,7 +174,15 @@ def benchmark_preset(preset: str, cfg: LatencyConfig, device: torch.device) -> d
         name: {b: measure(policy, make(name), inputs[b], cfg, clock) for b in cfg.batch_sizes}
         for name in cfg.sweep_pruners
     }
-    return {"preset": preset, "budget": budget, "pruners": rows, "batch_sweep": sweep}
+    image_size = policy.vla.vision_backbone.image_size
+    return {
+        "preset": preset,
+        "budget": budget,
+        "image_size": image_size,
+        "preprocess_ms": preprocess_ms,
+        "pruners": rows,
+        "batch_sweep": sweep,
+    }
 
 
 def print_preset(result: dict, cfg: LatencyConfig, device: torch.device) -> None:
@@ -182,6 +205,10 @@ def print_preset(result: dict, cfg: LatencyConfig, device: torch.device) -> None
             f"{name:<11}{r['kept_tokens']:>7.1f}{r['gflops']:>9.2f}{flops_ratio:>9}{r['median_ms']:>11.1f}"
             f"{spread:>15}{latency_ratio:>11}{r['pruner_ms']:>11.2f}"
         )
+    print(
+        f"image preprocessing (2 frames 256 px -> {result['image_size']} px, upstream's pipeline, CPU): "
+        f"{result['preprocess_ms']:.1f} ms per query, beside the model's {rows[next(iter(rows))]['median_ms']:.1f} ms"
+    )
     sweep = result["batch_sweep"]
     if not sweep:
         return

@@ -27,10 +27,11 @@ def test_all_pruners_side_by_side(tmp_path, capsys):
     assert rows["fastv"]["gflops"] > rows["text_topk"]["gflops"]  # FastV's first layers see every token
     # each pruner call happens inside a timed call, so its median time is a part of the call's (not a race of timings)
     assert all(0 < r["pruner_ms"] < r["median_ms"] for r in rows.values())
+    assert result["preprocess_ms"] > 0 and result["image_size"] == 224
     assert all(r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] for r in rows.values())
     assert set(result["batch_sweep"]["lightvla"]) == {1, 2}
     saved = json.loads(out.read_text())
     assert saved["results"][0]["budget"] == budget and saved["device"] == "cpu"
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
-    assert "latency x" in printed and "batch sweep" in printed
+    assert "latency x" in printed and "batch sweep" in printed and "image preprocessing" in printed

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import UNNORM_KEY, fake_norm_stats, random_image
-from PIL import Image
 
 from prismatic.presets import make_policy
-from prismatic.vla.inference import center_crop, predict_action_chunk
+from prismatic.vla.image_pipeline import center_crop, resize_image_for_policy
+from prismatic.vla.inference import predict_action_chunk
 from prismatic.vla.normalization import normalize
 
 TASKS = ["pick up the soup", "put the bowl on the plate"]
@@ -29,9 +29,9 @@ def test_batch_equals_single_and_matches_predict_action(policy):
     single, _ = predict_action_chunk(policy, [observation(2)], TASKS[1:], UNNORM_KEY)
     np.testing.assert_allclose(batched[1], single[0], atol=1e-5)
 
-    # Same thing by hand: center crop, processor, normalised proprio, predict_action.
+    # Same thing by hand: upstream's resize (JPEG + lanczos3 to 224), center crop, processor, proprio, predict_action.
     obs = observation(2)
-    images = [[center_crop(Image.fromarray(obs[k])) for k in ("full_image", "wrist_image")]]
+    images = [[center_crop(resize_image_for_policy(obs[k], 224)) for k in ("full_image", "wrist_image")]]
     inputs = policy.processor([f"In: What action should the robot take to {TASKS[1]}?\nOut:"], images)
     proprio = normalize(
         obs["state"], policy.vla.norm_stats[UNNORM_KEY]["proprio"], policy.vla.action_space.normalization_type
@@ -46,7 +46,7 @@ def test_batch_equals_single_and_matches_predict_action(policy):
 def test_center_crop_keeps_size_and_zooms_in():
     image = np.zeros((100, 100, 3), np.uint8)
     image[:2] = 255  # the 95x95 center crop drops the top 2 rows, so this band disappears
-    cropped = np.asarray(center_crop(Image.fromarray(image)))
+    cropped = center_crop(image)
     assert cropped.shape == (100, 100, 3) and cropped.max() == 0
 
 

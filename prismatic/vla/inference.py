@@ -10,29 +10,21 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from prismatic.extern.hf.processing_prismatic import to_pil_rgb
 from prismatic.models.checkpoints import Policy, load_policy
 from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.models.pruning import PruningStats
 from prismatic.vla.constants import PROMPT_TEMPLATE
-from prismatic.vla.datasets.augmentation import square_crop
+from prismatic.vla.image_pipeline import prepare_image
 from prismatic.vla.normalization import normalize, resolve_unnorm_key
-
-CENTER_CROP_AREA = 0.9  # training augments with random 90%-area crops; evaluation takes the center one
 
 
 def build_prompt(task_description: str) -> str:
     return PROMPT_TEMPLATE.format(task_description.lower())
 
 
-def center_crop(image: Image.Image, area: float = CENTER_CROP_AREA) -> Image.Image:
-    """The central square of ``area`` (fraction of the image), resized back: training's random crop, made fixed."""
-    return square_crop(image, area)
-
-
-def observation_images(observation: Mapping, num_images: int) -> list[Image.Image]:
+def observation_images(observation: Mapping, num_images: int) -> list[np.ndarray]:
     if "full_image" not in observation:
         raise ValueError(f"observation needs a 'full_image' (uint8 H x W x 3); got keys {sorted(observation)}")
     images = [observation["full_image"]] + [observation[k] for k in sorted(observation) if "wrist" in k]
@@ -41,7 +33,7 @@ def observation_images(observation: Mapping, num_images: int) -> list[Image.Imag
             f"the policy takes {num_images} image(s) but the observation has {len(images)} "
             f"(full_image + keys containing 'wrist': {sorted(k for k in observation if 'wrist' in k)})"
         )
-    return [to_pil_rgb(im) for im in images[:num_images]]
+    return [np.asarray(to_pil_rgb(im)) for im in images[:num_images]]  # checked: uint8 (H, W, 3)
 
 
 def load_inference_policy(
@@ -88,9 +80,9 @@ def policy_inputs(
     vla = policy.vla
     key = resolve_unnorm_key(vla.norm_stats, unnorm_key)
     num_images = vla.get_num_images_in_input()
-    images = [observation_images(obs, num_images) for obs in observations]
-    if use_center_crop:
-        images = [[center_crop(im) for im in sample] for sample in images]
+    size = vla.vision_backbone.image_size
+    images = [[prepare_image(im, size, use_center_crop) for im in observation_images(obs, num_images)]
+              for obs in observations]  # fmt: skip
     inputs = policy.processor([build_prompt(t) for t in task_descriptions], images)
     device = vla.device
     inputs = {k: v.to(device) for k, v in inputs.items()}

@@ -115,9 +115,17 @@ class VLAPolicy:
         self.center_crop = cfg.center_crop
 
     def batch(self, observations: list[dict], languages: list[str]) -> list[tuple[np.ndarray, dict]]:
+        from prismatic.vla.image_pipeline import resize_image_for_policy
         from prismatic.vla.inference import predict_action_chunk
 
         start = time.perf_counter()
+        # upstream's LIBERO script passes every frame through resize_image_for_policy (JPEG round trip + lanczos3),
+        # even when it already has the policy's size, as the training frames were
+        size = self.policy.vla.vision_backbone.image_size
+        observations = [
+            {k: resize_image_for_policy(v, size) if k == "full_image" or "wrist" in k else v for k, v in o.items()}
+            for o in observations
+        ]
         actions, stats = predict_action_chunk(self.policy, observations, languages, self.unnorm_key, self.center_crop)
         latency = (time.perf_counter() - start) * 1000 / len(observations)
         out = []

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from prismatic.vla.datasets.datasets import POLICY_IMAGE_SIZE
-from prismatic.vla.inference import center_crop
+from prismatic.vla.image_pipeline import center_crop
+
+PANEL_SIZE = 224  # pixels per camera panel of the pictures
 
 
 def save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
@@ -25,12 +26,11 @@ def save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
 
 def pruning_overlay(image: np.ndarray, kept: list[int], grid: int, crop: bool = True) -> Image.Image:
     """The image as the policy saw it, with dropped patches darkened and kept ones outlined."""
-    picture = Image.fromarray(np.asarray(image)).convert("RGB")
-    if crop:
-        picture = center_crop(picture)
-    picture = picture.resize((POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE), Image.Resampling.BICUBIC)
+    image = np.asarray(image)
+    picture = Image.fromarray(center_crop(image) if crop else image).convert("RGB")
+    picture = picture.resize((PANEL_SIZE, PANEL_SIZE), Image.Resampling.BICUBIC)
     dark = Image.blend(picture, Image.new("RGB", picture.size), 0.65)
-    cell = POLICY_IMAGE_SIZE / grid
+    cell = PANEL_SIZE / grid
     mask = Image.new("L", picture.size, 0)
     draw_mask = ImageDraw.Draw(mask)
     for index in kept:
@@ -57,9 +57,9 @@ def save_pruning_picture(
         for k, im in enumerate(images[:num_images])
     ]
     header = 28
-    canvas = Image.new("RGB", (POLICY_IMAGE_SIZE * len(panels), POLICY_IMAGE_SIZE + header), "white")
+    canvas = Image.new("RGB", (PANEL_SIZE * len(panels), PANEL_SIZE + header), "white")
     for k, panel in enumerate(panels):
-        canvas.paste(panel, (k * POLICY_IMAGE_SIZE, header))
+        canvas.paste(panel, (k * PANEL_SIZE, header))
     caption = f"{title[:60]} | kept {len(kept_indices)}/{num_patches} patches"
     ImageDraw.Draw(canvas).text((4, 4), caption, fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)

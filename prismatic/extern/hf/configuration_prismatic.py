@@ -113,7 +113,8 @@ class PrismaticConfig(PretrainedConfig):
         self.timm_override_act_layers = TIMM_OVERRIDE_ACT_LAYER[vision_backbone_id]
         # Extra timm constructor kwargs per featurizer (e.g. embed_dim/depth): how small presets keep the architecture.
         self.timm_model_overrides = timm_model_overrides
-        self.image_sizes = VISION_BACKBONE_TO_RESOLUTION[vision_backbone_id]
+        # Released configs store the lookup's value; small presets may set another resolution for the same backbones.
+        self.image_sizes = list(kwargs.pop("image_sizes", None) or VISION_BACKBONE_TO_RESOLUTION[vision_backbone_id])
         self.image_resize_strategy = image_resize_strategy
         self.hf_llm_id = LLM_BACKBONE_TO_HF_PATH[llm_backbone_id]
         self.llm_max_length = llm_max_length
@@ -123,7 +124,7 @@ class PrismaticConfig(PretrainedConfig):
         if isinstance(text_config, PretrainedConfig):
             text_config = text_config.to_dict()
         self.text_config = _llama_text_config(text_config, pad_token_id)
-        for derived in ("hf_llm_id", "image_sizes", "timm_model_ids", "timm_override_act_layers"):
+        for derived in ("hf_llm_id", "timm_model_ids", "timm_override_act_layers"):
             kwargs.pop(derived, None)  # stored in config.json but always recomputed from the backbone ids
         super().__init__(pad_token_id=pad_token_id, **kwargs)
 

@@ -15,20 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn.utils.rnn import pad_sequence
 
 from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
 from prismatic.extern.hf.modeling_prismatic import action_sequence
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.datasets import libero_hdf5, statistics
-from prismatic.vla.datasets.augmentation import ImageAugmentation
+from prismatic.vla.image_pipeline import ImageAugmentation, resize_image_for_policy
 from prismatic.vla.inference import build_prompt
 from prismatic.vla.normalization import normalize
 
 LIBERO_SUITE_DATASETS = tuple(f"libero_{s}_no_noops" for s in ("spatial", "object", "goal", "10"))
 DATASET_MIXTURES = {"libero_4_task_suites_no_noops": LIBERO_SUITE_DATASETS}
-POLICY_IMAGE_SIZE = 224  # upstream resizes every stored frame to this before augmentation
 STATISTICS_VERSION = "libero-hdf5-v1"  # bump when the statistics' definition changes, to invalidate caches
 
 
@@ -94,6 +92,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         self.image_keys = libero_hdf5.IMAGE_KEYS[:num_images_in_input]
         self.use_proprio = use_proprio
         self.augment = ImageAugmentation() if image_aug else None
+        self.image_size = vla_config.image_sizes[0]
         self.seed, self.epoch = seed, 0
         self.files = [
             f for folder in dataset_folders(data_root_dir, dataset_name) for f in libero_hdf5.list_demo_files(folder)
@@ -176,9 +175,9 @@ class LiberoDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def _image(self, frame: np.ndarray, index: int, camera: int) -> torch.Tensor:
-        image = Image.fromarray(np.ascontiguousarray(frame[::-1, ::-1]))  # stored as rendered: turn it upright
-        if image.size != (POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE):
-            image = image.resize((POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE), Image.Resampling.LANCZOS)
+        """A stored frame -> the policy's input tensor, as upstream makes it from its RLDS frames: upright, through the
+        JPEG codec the RLDS files were written with, lanczos3 to the model's size, then the random augmentation."""
+        image = resize_image_for_policy(frame[::-1, ::-1], self.image_size)  # stored as rendered: turn it upright
         if self.augment is not None:
             seed = hash((self.seed, self.epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF
             image = self.augment(image, torch.Generator().manual_seed(seed))
