@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PROMPT, UNNORM_KEY, random_image
 
-from prismatic.models.checkpoints import load_policy, save_policy
+from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.normalization import unnormalize
 
@@ -213,9 +213,12 @@ def test_released_style_folder_loads_through_auto_classes(processor, tiny_policy
     (folder / "config.json").write_text(json.dumps(config))
     assert len(list(folder.glob("model-*-of-*.safetensors"))) > 1 and (folder / "model.safetensors.index.json").exists()
 
-    # The tiny architecture needs its overrides back (the 7B one is the default); everything else is defaulted.
+    # The tiny architecture needs its overrides back (the 7B one is the default); everything else is defaulted,
+    # except how to run it, which a released config.json does not say (and this folder's name does not tell).
     overrides = dict(timm_model_overrides=vla.config.timm_model_overrides, empty_token_id=vla.config.empty_token_id)
-    policy = load_policy(folder, num_images_in_input=2, **overrides)
+    with pytest.raises(CheckpointError, match="--prune_visual_tokens"):
+        load_policy(folder, num_images_in_input=2, **overrides)
+    policy = load_policy(folder, num_images_in_input=2, prune_visual_tokens=True, action_readout="oft_aligned", **overrides)
     assert policy.vla.config.action_readout == "oft_aligned" and policy.vla.pruner.enabled
     after, _ = predict(policy.vla, policy.action_head, policy.proprio_projector, inputs, np.zeros(8, np.float32))
     np.testing.assert_allclose(after, before, atol=1e-6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -112,6 +113,52 @@ def load_dataset_statistics(folder: Path) -> dict[str, Any] | None:
         raise CheckpointError(f"{path} is not valid JSON ({error}); restore it from the training run folder") from error
 
 
+# How the released checkpoints were evaluated. Their config.json says neither, and cannot tell an OpenVLA-OFT
+# checkpoint from a LightVLA one (LightVLA adds no weights), so the choice comes from a flag or the checkpoint's name.
+RELEASED_VARIANTS = {
+    "lightvla": {"prune_visual_tokens": True, "action_readout": "lightvla_tail"},  # upstream LightVLA's eval slice
+    "oft": {"prune_visual_tokens": False, "action_readout": "oft_aligned"},
+}
+PRUNING_SETTINGS = ("prune_visual_tokens", "action_readout")
+
+
+def released_variant(name: str) -> str | None:
+    """ "lightvla" or "oft" when the checkpoint's name says so unambiguously (TTJiang/LightVLA-libero-spatial,
+    moojink/openvla-7b-oft-finetuned-libero-spatial), else None."""
+    name = Path(str(name).rstrip("/")).name.lower()
+    if "lightvla" in name:
+        return "lightvla"
+    return "oft" if re.search(r"(^|[^a-z])oft([^a-z]|$)", name) else None
+
+
+def pruning_settings(folder: Path, name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(prune_visual_tokens and action_readout for this load, where they came from).
+
+    Explicit overrides first, then what config.json records (checkpoints written here record both), then the
+    released checkpoint's name; when none of these decides, an error names the flags to pass.
+    """
+    recorded = json.loads((folder / "config.json").read_text())
+    settings = {key: overrides[key] for key in PRUNING_SETTINGS if overrides.get(key) is not None}
+    source = "flags" if settings else ""
+    for key in PRUNING_SETTINGS:
+        if key not in settings and key in recorded:
+            settings[key], source = recorded[key], source or "config.json"
+    if len(settings) == len(PRUNING_SETTINGS):
+        return settings, source
+    variant = released_variant(name)
+    if variant is not None:
+        return {**RELEASED_VARIANTS[variant], **settings}, f"the name {Path(str(name)).name!r} ({variant})"
+    if settings.get("prune_visual_tokens") is False:  # plain OpenVLA-OFT reads the training-aligned positions
+        return {"action_readout": "oft_aligned", **settings}, source
+    raise CheckpointError(
+        f"{name}: its config.json does not say how to run it (a released checkpoint: OpenVLA-OFT and LightVLA ones look "
+        "alike) and its name does not tell. Pass --prune_visual_tokens False for OpenVLA-OFT, or "
+        "--prune_visual_tokens True --action_readout lightvla_tail for a released LightVLA checkpoint "
+        "(--action_readout oft_aligned reads the positions it was trained on); in Python, the keyword arguments "
+        "prune_visual_tokens= and action_readout=."
+    )
+
+
 @dataclass
 class Policy:
     """Everything inference needs, loaded from one folder."""
@@ -133,12 +180,15 @@ def load_policy(
 ) -> Policy:
     """Load model, processor, heads and statistics of a checkpoint folder (or Hub id) in eval mode.
 
-    ``config_overrides`` set fields such as ``prune_visual_tokens`` or ``action_readout`` for this load.
+    ``config_overrides`` set fields such as ``prune_visual_tokens`` or ``action_readout`` for this load; for a
+    released checkpoint that records neither, see ``pruning_settings``. The effective settings are printed.
     """
     register_auto_classes()
     folder = resolve_checkpoint(path_or_id)
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json; pass a checkpoint folder written by save_policy or the Hub")
+    settings, source = pruning_settings(folder, str(path_or_id), config_overrides)
+    config_overrides = {**config_overrides, **settings}
     dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
     vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **config_overrides).to(device).eval()
     if num_images_in_input is not None:
@@ -161,6 +211,13 @@ def load_policy(
             )
         proprio = load_proprio_projector(proprio_file).to(device, dtype).eval()
     processor = PrismaticProcessor.from_pretrained(folder)
+    size = vla.vision_backbone.image_size
+    print(
+        f"[policy] {path_or_id}: pruning {'on (LightVLA)' if settings['prune_visual_tokens'] else 'off (OpenVLA-OFT)'}, "
+        f"action read-out {settings['action_readout']} (from {source}); {vla.get_num_images_in_input()} image(s) at "
+        f"{size} px through upstream's image pipeline (JPEG round trip + lanczos3 to {size} px, then the 90% center "
+        f"crop unless disabled); {dtype} on {device}"
+    )
     return Policy(vla, processor, head.to(device, dtype).eval(), proprio, folder)
 
 

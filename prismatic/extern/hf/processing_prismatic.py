@@ -133,9 +133,14 @@ class PrismaticProcessor:
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, **kwargs: Any) -> PrismaticProcessor:
+        from prismatic.extern.hf import register_auto_classes
+
         if not Path(folder, "preprocessor_config.json").exists():
             raise FileNotFoundError(f"{folder} has no preprocessor_config.json; it is not a processor folder")
-        tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right")
+        # Released folders name remote code in `auto_map`: with our classes registered and remote code refused,
+        # transformers neither asks "Do you wish to run the custom code?" nor waits for an answer.
+        register_auto_classes()
+        tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="right", trust_remote_code=False)
         return cls(PrismaticImageProcessor.from_pretrained(folder), tokenizer)
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
