@@ -77,6 +77,24 @@ def test_generated_file_has_the_libero_layout(scripted_demo_root):
 
 
 @pytest.mark.slow
+def test_stored_frames_are_what_the_evaluation_env_renders(scripted_demo_root):
+    """Training images must look like evaluation images: same scene, no visualisation sites (robosuite draws the
+    gripper's green grip line until the env is reset), same cameras."""
+    with h5py.File(scripted_demo_root / "libero_object_no_noops" / TASK_FILE, "r") as f:
+        demo = libero_hdf5.read_demo(f, "demo_0")
+    env = lu.make_env(lu.get_task("libero_object", 0), resolution=64, cameras=True)
+    try:
+        env.reset()
+        for step in (0, len(demo) // 2):
+            obs = env.set_init_state(demo.states[step])
+            for key, camera in (("agentview_rgb", "agentview"), ("eye_in_hand_rgb", "wrist")):
+                rendered = obs[lu.CAMERA_KEYS[camera]].astype(int)
+                assert np.abs(rendered - demo.images[key][step]).max() == 0, (step, key)
+    finally:
+        lu.close_env(env)
+
+
+@pytest.mark.slow
 def test_stored_demo_replays_to_success(scripted_demo_root):
     env = lu.make_env(lu.get_task("libero_object", 0), cameras=False)
     try:

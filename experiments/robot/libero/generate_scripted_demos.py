@@ -114,6 +114,7 @@ def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = 
         report.skipped = f"unsupported ({err})"
         return report
     camera_env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
+    camera_env.reset()  # robosuite hides its visualisation sites (the gripper's green line) on reset, as in evaluation
     lengths: list[int] = []
     start = time.perf_counter()
     bar = tqdm(total=cfg.num_demos_per_task, desc=f"task {task_id}", unit="demo", disable=not show_progress)
