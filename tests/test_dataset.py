@@ -215,6 +215,26 @@ def test_mixture_reads_the_four_suites(tmp_path, processor, monkeypatch):
     ds = make_dataset(tmp_path, processor, name="libero_4_task_suites_no_noops")
     assert len(ds.files) == 4 and len(ds) == 4 * 3
     assert "libero_4_task_suites_no_noops" in ds.dataset_statistics
+    joined = make_dataset(tmp_path, processor, name="libero_object_no_noops+libero_spatial_no_noops")
+    assert len(joined.files) == 2 and len(joined) == 2 * 3
+    assert set(joined.dataset_statistics) == {"libero_object_no_noops+libero_spatial_no_noops"}
+    assert {e.language for e in joined.episodes} == {"pick up the thing"} and len(joined.episodes) == 2
+
+
+def test_batched_samples_equal_single_ones(data_root, processor):
+    """DataLoader fetches whole batches (__getitems__): the same samples as one at a time, augmentation included, and
+    the same whether frames are kept in memory or read from disk every time."""
+    cached = make_dataset(data_root, processor, aug=True)
+    uncached = make_dataset(data_root, processor, aug=True)
+    uncached._frames = None
+    indices = [5, 0, 17, 5, 19]
+    batch = cached.__getitems__(indices)
+    for index, sample in zip(indices, batch):
+        for other in (cached[index], uncached[index]):
+            assert sample.keys() == other.keys()
+            for key, value in sample.items():
+                if isinstance(value, torch.Tensor):
+                    torch.testing.assert_close(value, other[key], atol=1e-6, rtol=0)
 
 
 def test_real_scripted_demos(scripted_demo_root, processor):

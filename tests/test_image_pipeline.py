@@ -63,11 +63,13 @@ def test_training_frames_equal_tensorflow(eval_stages, train_stages):
     for name in ("fixed_A", "fixed_B"):
         params = train_stages[f"{name}_params"]
         for i, frame in enumerate(train_stages["decoded_resized"]):
-            augmented = ip.ImageAugmentation.apply(frame, params[:4], *params[4:])
+            augmented = ip.ImageAugmentation.apply(frame[None], params[None, :4], *params[4:, None])[0]
             assert levels(augmented, train_stages[f"{name}_final"][i]) <= 1, f"{name} image {i}"
-    for i, frame in enumerate(train_stages["decoded_resized"]):  # parameters upstream's own augment_image drew
-        params = train_stages["seeded_params"][i]
-        assert levels(ip.ImageAugmentation.apply(frame, params[:4], *params[4:]), train_stages["seeded_final"][i]) <= 1
+    # parameters upstream's own augment_image drew, all ten images in one batch
+    params = train_stages["seeded_params"]
+    batch = ip.ImageAugmentation.apply(train_stages["decoded_resized"], params[:, :4], *params[:, 4:].T)
+    for i, augmented in enumerate(batch):
+        assert levels(augmented, train_stages["seeded_final"][i]) <= 1, f"seeded image {i}"
 
 
 def test_augmentation_stages_match_tensorflow_in_float(train_stages):

@@ -165,26 +165,41 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * torch.tensor(f32(255.5))).to(torch.uint8).numpy()
 
 
-def _sample_points(low: np.float32, high: np.float32, in_size: int, out_size: int):
-    scale = f32(f32(f32(high - low) * f32(in_size - 1)) / f32(out_size - 1))
-    position = (f32(low * f32(in_size - 1)) + (np.arange(out_size, dtype=np.float32) * scale)).astype(np.float32)
-    below = np.floor(position)
+def _sample_points(low: np.ndarray, high: np.ndarray, in_size: int, out_size: int):
+    """Per box (rows of ``low``/``high``): the two neighbouring input indices and the lerp weight of each output pixel,
+    in float32 and in TensorFlow's order of operations."""
+    low, high = np.asarray(low, np.float32)[:, None], np.asarray(high, np.float32)[:, None]
+    scale = ((high - low) * f32(in_size - 1) / f32(out_size - 1)).astype(np.float32)
+    position = (low * f32(in_size - 1) + np.arange(out_size, dtype=np.float32) * scale).astype(np.float32)
+    below, above = np.floor(position), np.ceil(position)
     lerp = (position - below).astype(np.float32)
-    above = np.ceil(position)
     return (torch.from_numpy(below.astype(np.int64)), torch.from_numpy(above.astype(np.int64)), torch.from_numpy(lerp))
 
 
-def crop_and_resize(image: torch.Tensor, box: np.ndarray, size: int) -> torch.Tensor:
-    """float (H, W, C), box [y1, x1, y2, x2] in [0, 1] (0 and 1 = centres of the first and last pixels) -> float
-    (size, size, C), bilinear, as ``tf.image.crop_and_resize`` (boxes inside the image: no extrapolation)."""
-    box = np.asarray(box, np.float32)
-    top, bottom, y_lerp = _sample_points(box[0], box[2], image.shape[0], size)
-    left, right, x_lerp = _sample_points(box[1], box[3], image.shape[1], size)
-    upper, lower = image[top], image[bottom]
-    x_lerp = x_lerp[None, :, None]
-    upper = upper[:, left] + (upper[:, right] - upper[:, left]) * x_lerp
-    lower = lower[:, left] + (lower[:, right] - lower[:, left]) * x_lerp
-    return upper + (lower - upper) * y_lerp[:, None, None]
+def crop_and_resize(images: torch.Tensor, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """float (B, H, W, C) or (H, W, C), boxes (B, 4) or (4,) as [y1, x1, y2, x2] in [0, 1] (0 and 1 = centres of the
+    first and last pixels) -> float (B, size, size, C), bilinear, as ``tf.image.crop_and_resize`` (boxes inside the
+    image: no extrapolation)."""
+    single = images.ndim == 3
+    images, boxes = (images[None], np.asarray(boxes)[None]) if single else (images, np.asarray(boxes))
+    top, bottom, y_lerp = _sample_points(boxes[:, 0], boxes[:, 2], images.shape[1], size)
+    left, right, x_lerp = _sample_points(boxes[:, 1], boxes[:, 3], images.shape[2], size)
+    batch = images.shape[0]
+
+    def take(x, index, dim):  # x (B, ..., C) -> entries `index` (B, size) along `dim`, for every other position
+        shape = [batch] + [1] * (x.ndim - 2) + [1]
+        shape[dim] = size
+        expanded = list(x.shape)
+        expanded[dim] = size
+        return torch.gather(x, dim, index.view(shape).expand(expanded))
+
+    upper, lower = take(images, top, 1), take(images, bottom, 1)  # (B, size, W, C)
+    upper_left, lower_left = take(upper, left, 2), take(lower, left, 2)  # (B, size, size, C)
+    x_lerp = x_lerp[:, None, :, None]
+    upper = upper_left + (take(upper, right, 2) - upper_left) * x_lerp
+    lower = lower_left + (take(lower, right, 2) - lower_left) * x_lerp
+    out = upper + (lower - upper) * y_lerp[:, :, None, None]
+    return out[0] if single else out
 
 
 def square_box(area: float, offset: float) -> np.ndarray:
@@ -253,19 +268,28 @@ class ImageAugmentation:
         )
 
     def __call__(self, image: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
-        offset, brightness, contrast, saturation, hue = self.sample(generator)
-        return self.apply(image, square_box(self.crop_area, offset), brightness, contrast, saturation, hue)
+        return self.batch(image[None], [generator])[0]
+
+    def batch(self, images: np.ndarray, generators: list[torch.Generator | None]) -> np.ndarray:
+        """uint8 (B, H, W, 3), one generator per image (its draws decide that image's augmentation)."""
+        offsets, *colours = zip(*(self.sample(g) for g in generators))
+        boxes = np.stack([square_box(self.crop_area, offset) for offset in offsets])
+        return self.apply(images, boxes, *colours)
 
     @staticmethod
-    def apply(image, box, brightness: float, contrast: float, saturation: float, hue: float) -> np.ndarray:
-        """The augmentation with given parameters: uint8 (H, W, 3) -> uint8 (H, W, 3)."""
-        x = crop_and_resize(to_float(image), box, image.shape[0]).clamp(0, 1)
-        x = (x + f32(brightness)).clamp(0, 1)
-        mean = x.mean(dim=(0, 1), keepdim=True)
-        x = ((x - mean) * f32(contrast) + mean).clamp(0, 1)
+    def apply(images: np.ndarray, boxes, brightness, contrast, saturation, hue) -> np.ndarray:
+        """uint8 (B, H, W, 3) with per-image parameters (boxes (B, 4), the rest (B,)) -> uint8 (B, H, W, 3)."""
+
+        def per_image(values):
+            return torch.as_tensor(np.asarray(values, np.float32))[:, None, None, None]
+
+        x = crop_and_resize(to_float(images), boxes, images.shape[1]).clamp(0, 1)
+        x = (x + per_image(brightness)).clamp(0, 1)
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        x = ((x - mean) * per_image(contrast) + mean).clamp(0, 1)
         hsv = _rgb_to_hsv(x)
-        hsv[..., 1] = (hsv[..., 1] * f32(saturation)).clamp(0, 1)
+        hsv[..., 1] = (hsv[..., 1] * per_image(saturation)[..., 0]).clamp(0, 1)
         x = _hsv_to_rgb(hsv).clamp(0, 1)
         hsv = _rgb_to_hsv(x)
-        hsv[..., 0] = (hsv[..., 0] + f32(hue)) % 1.0
+        hsv[..., 0] = (hsv[..., 0] + per_image(hue)[..., 0]) % 1.0
         return to_uint8(_hsv_to_rgb(hsv))

@@ -94,14 +94,27 @@ class PrismaticImageProcessor(BaseImageProcessor):
         """One image -> (3 * featurizers, H, W)."""
         image = to_pil_rgb(image)
         outputs = []
-        for resize, crop, norm in zip(self.tvf_resize_params, self.tvf_crop_params, self.tvf_normalize_params):
+        for k, (resize, crop) in enumerate(zip(self.tvf_resize_params, self.tvf_crop_params)):
             mode = _PIL_CODE_TO_MODE[resize["interpolation"]]
             x = TVF.resize(
                 image, resize["size"], interpolation=mode, max_size=resize["max_size"], antialias=resize["antialias"]
             )
-            x = TVF.to_tensor(TVF.center_crop(x, crop["output_size"]))
-            outputs.append(TVF.normalize(x, mean=norm["mean"], std=norm["std"]))
+            x = np.asarray(TVF.center_crop(x, crop["output_size"]))
+            outputs.append(self._normalize(torch.from_numpy(x)[None].permute(0, 3, 1, 2).float().div(255), k)[0])
         return torch.cat(outputs, dim=0)
+
+    def normalize_images(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) already at the input size -> (B, 3 * featurizers, H, W): ``apply_transform`` of a batch,
+        whose resize and crop are then the identity (PIL returns a same-size resize unchanged)."""
+        expected = [tuple(size[-2:]) for size in self.input_sizes]
+        if any(images.shape[1:3] != size for size in expected):
+            raise ValueError(f"images of shape {images.shape[1:3]} need resizing to {expected}: use apply_transform")
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+        return torch.cat([self._normalize(x, k) for k in range(len(self.tvf_normalize_params))], dim=1)
+
+    def _normalize(self, x: torch.Tensor, featurizer: int) -> torch.Tensor:
+        norm = self.tvf_normalize_params[featurizer]
+        return TVF.normalize(x, mean=norm["mean"], std=norm["std"])
 
     def preprocess(self, images: Any, return_tensors: str | None = None, **_: Any) -> BatchFeature:
         """``images``: one image, a list of images (a batch), or a list of lists (a batch of several images each)."""

@@ -5,8 +5,10 @@
 `RLDSBatchTransform` yields (spec §5.4): the (augmented) camera images through the processor, the prompt with 56
 action placeholder slots and STOP as labels, the normalised (8, 7) action chunk and the normalised 8-D proprio.
 
-Only an index of (file, demo, step) and the dataset statistics live in memory; every sample is read from its file
-when asked for, so DataLoader workers keep the cores busy and the dataset size is bounded by the disk.
+Samples are made a batch at a time (``__getitems__``, which DataLoader calls with a batch's indices), so the image
+work is vectorised over the batch. Actions and proprio are read once per episode and kept; camera frames are kept too,
+after the deterministic part of the pipeline (upright, JPEG round trip, resize), when they fit in ``frame_cache_gb``,
+and are otherwise read from disk for every sample, so the dataset size is bounded by the disk, not the memory.
 """
 
 import os
@@ -35,9 +37,11 @@ class DatasetError(ValueError):
 
 
 def dataset_folders(data_root_dir: Path, dataset_name: str) -> list[Path]:
-    """The folders that make up `dataset_name`, checked to exist."""
+    """The folders that make up `dataset_name`, checked to exist: a named mixture, folders joined by "+" (trained as
+    one dataset, with one set of statistics under the joined name), or one folder."""
     root = Path(data_root_dir)
-    folders = [root / name for name in DATASET_MIXTURES.get(dataset_name, (dataset_name,))]
+    names = DATASET_MIXTURES.get(dataset_name) or dataset_name.split("+")
+    folders = [root / name for name in names]
     missing = [f for f in folders if not f.is_dir()]
     if missing:
         available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
@@ -82,6 +86,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         use_proprio: bool = True,
         image_aug: bool = True,
         seed: int = 7,
+        frame_cache_gb: float = 4.0,
     ) -> None:
         if num_images_in_input not in (1, 2):
             raise DatasetError(f"LIBERO has two cameras; num_images_in_input must be 1 or 2, got {num_images_in_input}")
@@ -103,6 +108,7 @@ class LiberoDataset(torch.utils.data.Dataset):
                 "experiments/robot/libero/generate_scripted_demos.py."
             )
         self.episodes = self._index_episodes()
+        self._episode_ids = {episode: e for e, episode in enumerate(self.episodes)}
         # Samples stop `chunk - 1` steps before each episode's end, so every chunk holds real future actions.
         usable = np.array([max(e.length - (self.action_space.num_actions_chunk - 1), 0) for e in self.episodes])
         if usable.sum() == 0:
@@ -111,6 +117,9 @@ class LiberoDataset(torch.utils.data.Dataset):
         self.dataset_statistics = {dataset_name: self._statistics()}
         self._handles: dict[int, object] = {}
         self._handles_pid = os.getpid()
+        self._low_dim: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # episode -> (actions, proprio), normalised
+        frame_bytes = sum(e.length for e in self.episodes) * len(self.image_keys) * 3 * self.image_size**2
+        self._frames: dict[tuple[int, int], np.ndarray] | None = {} if frame_bytes <= frame_cache_gb * 2**30 else None
 
     # -- index and statistics ---------------------------------------------------------------------------------------
     def _index_episodes(self) -> list[Episode]:
@@ -174,37 +183,62 @@ class LiberoDataset(torch.utils.data.Dataset):
         """Augmentations depend on (seed, epoch, sample, camera) only: not on workers, order or resumption."""
         self.epoch = epoch
 
-    def _image(self, frame: np.ndarray, index: int, camera: int) -> torch.Tensor:
-        """A stored frame -> the policy's input tensor, as upstream makes it from its RLDS frames: upright, through the
-        JPEG codec the RLDS files were written with, lanczos3 to the model's size, then the random augmentation."""
-        image = resize_image_for_policy(frame[::-1, ::-1], self.image_size)  # stored as rendered: turn it upright
+    def _low_dim_data(self, e: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Normalised actions (T, action_dim) and proprio (T, 8) of episode ``e``, read once."""
+        if e not in self._low_dim:
+            episode = self.episodes[e]
+            group = self._file(episode.file_index)["data"][episode.demo]
+            stats, norm = self.dataset_statistics[self.dataset_name], self.action_space.normalization_type
+            actions = normalize(standardize_gripper(group["actions"][()]), stats["action"], norm)
+            proprio = normalize(libero_hdf5.read_proprio(group["obs"]), stats["proprio"], norm) if self.use_proprio else None
+            self._low_dim[e] = (np.asarray(actions, np.float32), None if proprio is None else np.asarray(proprio, np.float32))
+        return self._low_dim[e]
+
+    def _frame(self, e: int, t: int, camera: int) -> np.ndarray:
+        """Frame ``t`` of episode ``e`` as upstream makes it from its RLDS frames, before the random augmentation:
+        upright, through the JPEG codec the RLDS files were written with, lanczos3 to the model's size."""
+        episode = self.episodes[e]
+        obs = self._file(episode.file_index)["data"][episode.demo]["obs"][self.image_keys[camera]]
+        if self._frames is None:
+            return resize_image_for_policy(obs[t][::-1, ::-1], self.image_size)  # stored as rendered: turn upright
+        if (e, camera) not in self._frames:
+            self._frames[(e, camera)] = np.stack([resize_image_for_policy(f[::-1, ::-1], self.image_size) for f in obs[()]])
+        return self._frames[(e, camera)][t]
+
+    def _images(self, located: list[tuple[int, int]], indices: list[int], camera: int) -> torch.Tensor:
+        """(B, 3 * featurizers, H, W) processor inputs of one camera for a batch."""
+        frames = np.stack([self._frame(e, t, camera) for e, t in located])
         if self.augment is not None:
-            seed = hash((self.seed, self.epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF
-            image = self.augment(image, torch.Generator().manual_seed(seed))
-        return self.processor.image_processor.apply_transform(image)
+            seeds = [hash((self.seed, self.epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF for index in indices]
+            frames = self.augment.batch(frames, [torch.Generator().manual_seed(seed) for seed in seeds])
+        return self.processor.image_processor.normalize_images(frames)
 
     def __getitem__(self, index: int) -> dict:
-        episode, t = self.locate(index)
-        group = self._file(episode.file_index)["data"][episode.demo]
-        stats = self.dataset_statistics[self.dataset_name]
-        norm = self.action_space.normalization_type
-        steps = chunk_indices(t, episode.length, self.action_space.num_actions_chunk)
-        actions = standardize_gripper(group["actions"][steps[0] : steps[-1] + 1])[steps - steps[0]]
-        prompt_ids = self.processor.tokenizer(build_prompt(episode.language)).input_ids
-        input_ids, labels = action_sequence(torch.as_tensor(prompt_ids), self.vla_config)
-        sample = {
-            "pixel_values": torch.cat(
-                [self._image(group["obs"][key][t], index, k) for k, key in enumerate(self.image_keys)], dim=0
-            ),
-            "input_ids": input_ids,
-            "labels": labels,
-            "actions": torch.as_tensor(normalize(actions, stats["action"], norm)),
-            "dataset_name": self.dataset_name,
-        }
-        if self.use_proprio:
-            proprio = libero_hdf5.read_proprio(group["obs"], t)
-            sample["proprio"] = torch.as_tensor(normalize(proprio, stats["proprio"], norm))
-        return sample
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        located = []
+        for index in indices:
+            episode, t = self.locate(index)
+            located.append((self._episode_ids[episode], t))
+        pixel_values = torch.cat([self._images(located, indices, k) for k in range(len(self.image_keys))], dim=1)
+        samples = []
+        for (e, t), pixels in zip(located, pixel_values):
+            episode = self.episodes[e]
+            actions, proprio = self._low_dim_data(e)
+            prompt_ids = self.processor.tokenizer(build_prompt(episode.language)).input_ids
+            input_ids, labels = action_sequence(torch.as_tensor(prompt_ids), self.vla_config)
+            sample = {
+                "pixel_values": pixels,
+                "input_ids": input_ids,
+                "labels": labels,
+                "actions": torch.as_tensor(actions[chunk_indices(t, episode.length, self.action_space.num_actions_chunk)]),
+                "dataset_name": self.dataset_name,
+            }
+            if proprio is not None:
+                sample["proprio"] = torch.as_tensor(proprio[t])
+            samples.append(sample)
+        return samples
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
