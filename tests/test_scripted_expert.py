@@ -74,6 +74,10 @@ def test_generated_file_has_the_libero_layout(scripted_demo_root):
             assert all(a == b for a, b in zip(demo[key].shape, shape) if b is not None), (key, demo[key].shape)
         assert demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
         assert demo["obs/agentview_rgb"][0].std() > 5  # a real rendering, not a blank frame
+        # the arm starts in a different pose in each demo, as in the official initial states (flattened sim state:
+        # time, then qpos with the 7 arm joints first)
+        first_joints = [f[f"data/{name}/states"][0][1:8] for name in ("demo_0", "demo_1")]
+        assert 0.005 < np.abs(first_joints[0] - first_joints[1]).max() < 0.2
 
 
 @pytest.mark.slow
@@ -106,6 +110,23 @@ def test_stored_demo_replays_to_success(scripted_demo_root):
         np.testing.assert_allclose(replayed.actions, demo.actions)
     finally:
         lu.close_env(env)
+
+
+@pytest.mark.slow
+def test_parallel_attempts_write_the_same_file(scripted_demo_root, tmp_path):
+    """Attempts spread over 2 processes come back in attempt order: the same demos as the sequential fixture."""
+    cfg = GenerateDemosConfig(num_demos_per_task=2, out_dir=tmp_path / "libero_object_no_noops", resolution=64,
+                              num_workers=2)  # fmt: skip
+    report = generate_task(cfg, 0, show_progress=True)
+    assert report.successes == 2
+    with (
+        h5py.File(scripted_demo_root / "libero_object_no_noops" / TASK_FILE, "r") as sequential,
+        h5py.File(tmp_path / "libero_object_no_noops" / TASK_FILE, "r") as parallel,
+    ):
+        for name in ("demo_0", "demo_1"):
+            a, b = libero_hdf5.read_demo(sequential, name), libero_hdf5.read_demo(parallel, name)
+            np.testing.assert_array_equal(a.actions, b.actions)
+            np.testing.assert_array_equal(a.images["agentview_rgb"], b.images["agentview_rgb"])
 
 
 @pytest.mark.slow

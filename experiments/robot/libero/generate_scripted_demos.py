@@ -3,14 +3,17 @@
     python experiments/robot/libero/generate_scripted_demos.py --task_suite_name libero_object \
         --num_demos_per_task 20 --out_dir datasets/libero/libero_object_no_noops
 
-Each attempt starts from a fresh layout (`env.seed(k); env.reset()`, never the 50 evaluation initial states), is
-rolled out without cameras (fast), and only if it succeeds are both camera images re-rendered from the saved
+Each attempt starts from a fresh layout (`env.seed(k); env.reset()`, never the 50 evaluation initial states) with
+the arm joints perturbed as in the official initial states (LIBERO's reset alone always starts the arm in the same
+pose), is rolled out without cameras (fast), and only if it succeeds are both camera images re-rendered from the saved
 simulator states. Finished task files are kept: running the command again only makes what is missing.
 """
 
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -33,7 +36,7 @@ class GenerateDemosConfig:
     max_attempts_per_demo: int = 3  # at most num_demos_per_task * this many layouts per task
     give_up_after: int = 10  # stop a task whose first this-many attempts all fail (the expert cannot do it)
     seed: int = 0  # layouts come from env.seed(seed * 100_000 + task_id * 1_000 + attempt)
-    num_workers: int = 1  # tasks generated in parallel processes (each holds two simulators, ~2 GB)
+    num_workers: int = 1  # processes (each holds two simulators, ~2 GB): tasks, or one task's attempts, in parallel
     overwrite: bool = False
 
     def __post_init__(self):
@@ -59,6 +62,7 @@ def rollout(env, expert: ScriptedExpert, max_steps: int, seed: int) -> tuple[boo
     """One expert episode on a fresh layout, without cameras. Returns success and the per-step record."""
     env.seed(seed)
     env.reset()
+    lu.perturb_arm(env, np.random.default_rng(seed))  # start poses spread like the official initial states'
     obs = lu.settle(env)
     expert.reset(env, obs)
     record: dict[str, list] = {"actions": [], "states": []}
@@ -97,7 +101,81 @@ def existing_demo_count(path: Path) -> int:
         return 0  # unreadable: regenerate it
 
 
-def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = True) -> TaskReport:
+class _Attempts:
+    """Expert attempts on fresh layouts of one task, each rendered when it succeeds (a no-camera env for the rollout,
+    a camera env for the frames). One per process when attempts run in parallel."""
+
+    def __init__(self, cfg: GenerateDemosConfig, task: lu.LiberoTask):
+        self.cfg, self.task = cfg, task
+        self.env = lu.make_env(task, cameras=False)
+        self.expert = ScriptedExpert()
+        try:
+            goal_subtasks(self.env)
+        except UnsupportedTask:
+            lu.close_env(self.env)
+            raise
+        self.camera_env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
+        self.camera_env.reset()  # robosuite hides its visualisation sites (the gripper's green line) on reset
+
+    def __call__(self, attempt: int) -> libero_hdf5.Demo | None:
+        seed = self.cfg.seed * 100_000 + self.task.task_id * 1_000 + attempt
+        success, record = rollout(self.env, self.expert, self.task.max_steps, seed)
+        return render_demo(self.camera_env, record) if success else None
+
+    def close(self) -> None:
+        lu.close_env(self.env)
+        lu.close_env(self.camera_env)
+
+
+def _sequential_attempts(cfg: GenerateDemosConfig, task: lu.LiberoTask, count: int):
+    attempts = _Attempts(cfg, task)
+    try:
+        yield from (attempts(i) for i in range(count))
+    finally:
+        attempts.close()
+
+
+_worker_attempts: _Attempts | None = None
+
+
+def _start_worker(cfg: GenerateDemosConfig, task: lu.LiberoTask) -> None:
+    global _worker_attempts
+    try:
+        _worker_attempts = _Attempts(cfg, task)
+    except UnsupportedTask as err:
+        _worker_attempts = err  # reported with the first attempt
+
+
+def _worker_attempt(attempt: int) -> libero_hdf5.Demo | None:
+    if isinstance(_worker_attempts, UnsupportedTask):
+        raise _worker_attempts
+    return _worker_attempts(attempt)
+
+
+def _parallel_attempts(cfg: GenerateDemosConfig, task: lu.LiberoTask, count: int):
+    """Attempts spread over `cfg.num_workers` processes (each with its own simulators; "spawn" because GL contexts
+    do not survive a fork), yielded in attempt order, so the file is the same whatever the number of workers."""
+    pool = ProcessPoolExecutor(
+        cfg.num_workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(cfg, task)
+    )
+    try:
+        upcoming = iter(range(count))
+        pending = deque(pool.submit(_worker_attempt, i) for i in islice(upcoming, cfg.num_workers))
+        while pending:
+            demo = pending.popleft().result()
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(_worker_attempt, following))
+            yield demo
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def generate_task(
+    cfg: GenerateDemosConfig, task_id: int, show_progress: bool = True, parallel_attempts: bool = True
+) -> TaskReport:
+    """Demos for one task; with `num_workers` > 1 its attempts run in that many processes (unless this call is itself
+    one of several tasks generated in parallel)."""
     task = lu.get_task(cfg.task_suite_name, task_id)
     report = TaskReport(task_id, task.language)
     path = Path(cfg.out_dir) / libero_hdf5.task_file_name(task.name)
@@ -105,34 +183,29 @@ def generate_task(cfg: GenerateDemosConfig, task_id: int, show_progress: bool = 
     if existing >= cfg.num_demos_per_task:
         report.skipped = f"already has {existing} demos"
         return report
-    env = lu.make_env(task, cameras=False)
-    expert = ScriptedExpert()
-    try:
-        goal_subtasks(env)
-    except UnsupportedTask as err:
-        lu.close_env(env)
-        report.skipped = f"unsupported ({err})"
-        return report
-    camera_env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
-    camera_env.reset()  # robosuite hides its visualisation sites (the gripper's green line) on reset, as in evaluation
+    count = cfg.num_demos_per_task * cfg.max_attempts_per_demo
+    parallel = parallel_attempts and cfg.num_workers > 1
+    attempts = (_parallel_attempts if parallel else _sequential_attempts)(cfg, task, count)
     lengths: list[int] = []
     start = time.perf_counter()
     bar = tqdm(total=cfg.num_demos_per_task, desc=f"task {task_id}", unit="demo", disable=not show_progress)
     env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "generator": "scripted_expert"}
-    with libero_hdf5.DemoFileWriter(path, task.language, env_args, task.bddl_file) as writer:
-        for attempt in range(cfg.num_demos_per_task * cfg.max_attempts_per_demo):
-            report.attempts += 1
-            success, record = rollout(env, expert, task.max_steps, cfg.seed * 100_000 + task_id * 1_000 + attempt)
-            if success:
-                writer.append(render_demo(camera_env, record))
-                lengths.append(len(record["actions"]))
-                bar.update(1)
-            bar.set_postfix(success_rate=f"{len(lengths)}/{report.attempts}")
-            if len(lengths) == cfg.num_demos_per_task or (not lengths and report.attempts >= cfg.give_up_after):
-                break
-    bar.close()
-    lu.close_env(env)
-    lu.close_env(camera_env)
+    try:
+        with libero_hdf5.DemoFileWriter(path, task.language, env_args, task.bddl_file) as writer:
+            for demo in attempts:
+                report.attempts += 1
+                if demo is not None:
+                    writer.append(demo)
+                    lengths.append(len(demo))
+                    bar.update(1)
+                bar.set_postfix(success_rate=f"{len(lengths)}/{report.attempts}")
+                if len(lengths) == cfg.num_demos_per_task or (not lengths and report.attempts >= cfg.give_up_after):
+                    break
+    except UnsupportedTask as err:
+        report.skipped = f"unsupported ({err})"
+    finally:
+        attempts.close()
+        bar.close()
     report.successes = len(lengths)
     report.seconds = time.perf_counter() - start
     report.mean_length = float(np.mean(lengths)) if lengths else 0.0
@@ -163,12 +236,11 @@ def print_summary(cfg: GenerateDemosConfig, reports: list[TaskReport]) -> None:
 @draccus.wrap()
 def main(cfg: GenerateDemosConfig) -> list[TaskReport]:
     task_ids = cfg.task_ids if cfg.task_ids is not None else list(range(lu.num_tasks(cfg.task_suite_name)))
-    if cfg.num_workers <= 1:
+    if cfg.num_workers <= 1 or len(task_ids) < cfg.num_workers:  # one task at a time, its attempts in parallel
         reports = [generate_task(cfg, task_id) for task_id in task_ids]
-    else:
-        # Separate processes, each with its own simulators; "spawn" because GL contexts do not survive a fork.
+    else:  # whole tasks in parallel: fewer simulators to build
         with ProcessPoolExecutor(cfg.num_workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(generate_task, cfg, task_id, False) for task_id in task_ids]
+            futures = [pool.submit(generate_task, cfg, task_id, False, False) for task_id in task_ids]
             reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="tasks", unit="task")]
     print_summary(cfg, reports)
     return reports

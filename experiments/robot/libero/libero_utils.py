@@ -22,6 +22,10 @@ TASK_SUITES = tuple(TASK_MAX_STEPS)
 # Sent while objects settle at the start of an episode (and before replaying a demo): stand still, gripper open.
 DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 NUM_STEPS_WAIT = 10
+# The official initial states carry Gaussian noise of this size (rad) on every arm joint (robosuite's default
+# initialisation noise; measured sd 0.018-0.021 over the 50 states of libero_object task 0), while LIBERO's own envs
+# reset the arm to the same pose every time.
+ARM_INIT_NOISE = 0.02
 CAMERA_KEYS = {"agentview": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 
 
@@ -163,6 +167,14 @@ def is_noop(action: np.ndarray, previous: np.ndarray | None, threshold: float = 
     action = np.asarray(action)
     still = np.linalg.norm(action[:6]) < threshold
     return bool(still if previous is None else still and action[-1] == previous[-1])
+
+
+def perturb_arm(env, rng: np.random.Generator, scale: float = ARM_INIT_NOISE) -> None:
+    """Offset every arm joint by N(0, scale) rad, as the official initial states are spread (call after a reset)."""
+    robot, sim = env.env.robots[0], env.env.sim
+    joints = robot._ref_joint_pos_indexes
+    sim.data.qpos[joints] += rng.normal(0.0, scale, len(joints))
+    sim.forward()
 
 
 def settle(env, obs: dict | None = None, steps: int = NUM_STEPS_WAIT) -> dict:
