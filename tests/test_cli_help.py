@@ -19,14 +19,13 @@ ENTRY_POINTS = sorted(
 
 
 def config_fields(script: Path) -> list[str]:
-    """Fields of the draccus config dataclasses the script defines (none for argparse scripts)."""
+    """Fields of the draccus config dataclasses the script uses (none for argparse scripts)."""
     spec = importlib.util.spec_from_file_location(f"cli_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     classes = [
         c for c in vars(module).values()
-        if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__module__ == module.__name__
-        and c.__name__.endswith("Config")
+        if isinstance(c, type) and dataclasses.is_dataclass(c) and c.__name__.endswith("Config")
     ]  # fmt: skip
     return [f.name for c in classes for f in dataclasses.fields(c)]
 

@@ -74,3 +74,4 @@ def test_bad_files_get_a_clear_error(tmp_path):
     bad.write_text('{"suite": "x"}\nnot json\n')
     with pytest.raises(ValueError, match="bad.jsonl:2 is not a JSON line"):
         load_records(bad)
+

@@ -1,4 +1,5 @@
-"""vla-scripts/finetune.py on the tiny preset: learning, checkpoints, exact resumption, torchrun, schedules, errors."""
+"""Fine-tuning (prismatic.training, behind vla-scripts/finetune.py) on the tiny preset: learning, checkpoints, exact
+resumption, torchrun, schedules, errors."""
 
 import importlib.util
 import json
@@ -13,14 +14,14 @@ import torch
 from conftest import UNNORM_KEY, write_task
 
 from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
+from prismatic.training import trainer
+from prismatic.training.config import FinetuneConfig
 from prismatic.training.policy import kept_visual_tokens
+from prismatic.training.trainer import train
 from prismatic.training.schedules import lr_factor, noise_scale
 from prismatic.vla.datasets.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("finetune", REPO / "vla-scripts" / "finetune.py")
-finetune = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(finetune)
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def config(data_root, tmp_path, **overrides):
         num_workers=0, log_freq=1000, kept_tokens_log_freq=3, learning_rate=1e-3, generate_demos_if_missing=False,
     )  # fmt: skip
     values.update(overrides)
-    return finetune.FinetuneConfig(**values)
+    return FinetuneConfig(**values)
 
 
 def losses(result):
@@ -52,9 +53,9 @@ def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, t
         measured.append((batch, kept_visual_tokens(policy, batch)))
         return measured[-1][1]
 
-    monkeypatch.setattr(finetune, "kept_visual_tokens", record)
+    monkeypatch.setattr(trainer, "kept_visual_tokens", record)
     cfg = config(data_root, tmp_path, max_steps=30, save_freq=15, image_aug=False, learning_rate=3e-3)
-    result = finetune.train(cfg)
+    result = train(cfg)
     history = losses(result)
     assert np.mean(history[-5:]) < 0.8 * np.mean(history[:5])
     assert [h["noise_scale"] for h in result["history"]][:2] == [1.0, pytest.approx(1 - 1 / 30)]
@@ -108,9 +109,9 @@ def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, t
 def test_resume_continues_the_uninterrupted_run_exactly(data_root, tmp_path):
     # the interruption falls inside the LR warmup, and the resumed part crosses its end and the decay milestone
     schedule = dict(lr_warmup_steps=4, num_steps_before_decay=5)
-    full = finetune.train(config(data_root, tmp_path / "a", **schedule))
-    first = finetune.train(config(data_root, tmp_path / "b", stop_at_step=3, **schedule))
-    second = finetune.train(config(data_root, tmp_path / "b", resume=True, **schedule))
+    full = train(config(data_root, tmp_path / "a", **schedule))
+    first = train(config(data_root, tmp_path / "b", stop_at_step=3, **schedule))
+    second = train(config(data_root, tmp_path / "b", resume=True, **schedule))
     assert [h["step"] for h in second["history"]] == [4, 5, 6]
     resumed = first["history"] + second["history"]
     for key in ("loss", "learning_rate", "noise_scale"):
@@ -123,8 +124,8 @@ def test_resume_continues_the_uninterrupted_run_exactly(data_root, tmp_path):
 
 def test_latest_only_checkpoints_keep_the_run_files_and_resume(data_root, tmp_path):
     common = dict(save_latest_checkpoint_only=True, tensorboard_log_freq=1)
-    finetune.train(config(data_root, tmp_path, stop_at_step=3, **common))
-    result = finetune.train(config(data_root, tmp_path, resume=True, **common))
+    train(config(data_root, tmp_path, stop_at_step=3, **common))
+    result = train(config(data_root, tmp_path, resume=True, **common))
     run_dir = result["run_dir"]
     assert (run_dir / "action_head--latest_checkpoint.pt").exists() and (run_dir / "base_model").is_dir()
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -132,7 +133,7 @@ def test_latest_only_checkpoints_keep_the_run_files_and_resume(data_root, tmp_pa
 
 
 def test_merge_script_reproduces_the_saved_merged_weights(data_root, tmp_path):
-    result = finetune.train(config(data_root, tmp_path, max_steps=3, save_freq=3))
+    result = train(config(data_root, tmp_path, max_steps=3, save_freq=3))
     folder = result["run_dir"].with_name(result["run_dir"].name + "--3_chkpt")
     from safetensors.torch import load_file
 
@@ -195,6 +196,9 @@ def test_crash_between_the_folder_swaps_keeps_the_old_checkpoint_reachable(
 
 def test_noise_and_learning_rate_schedules():
     assert [noise_scale(s, 4) for s in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]  # never negative
+    assert [noise_scale(s, 4, "fixed") for s in (0, 3)] == [1.0, 1.0] and noise_scale(2, 4, "none") == 0.0
+    with pytest.raises(ValueError, match="decay"):
+        noise_scale(0, 4, "cosine")
     with pytest.raises(ValueError):
         noise_scale(0, 0)
     # warmup 10% -> 100% over 4 steps, then constant, then x0.1 from step 10: the decay survives the warmup
@@ -207,17 +211,17 @@ def test_noise_and_learning_rate_schedules():
 
 def test_bad_input_is_explained(data_root, tmp_path):
     with pytest.raises(DatasetError, match="libero_spatial_no_noops.*not found"):
-        finetune.train(config(data_root, tmp_path, dataset_name="libero_spatial_no_noops"))
+        train(config(data_root, tmp_path, dataset_name="libero_spatial_no_noops"))
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
-        finetune.train(config(data_root, tmp_path, vla_path=str(not_a_checkpoint)))
-    with pytest.raises(CheckpointError, match="does not exist.*Presets: tiny"):
-        finetune.train(config(data_root, tmp_path, vla_path=str(tmp_path / "missing")))
+        train(config(data_root, tmp_path, vla_path=str(not_a_checkpoint)))
+    with pytest.raises(CheckpointError, match="does not exist.*Presets: tiny, libero-cpu"):
+        train(config(data_root, tmp_path, vla_path=str(tmp_path / "missing")))
     with pytest.raises(DatasetError, match="--batch_size 64 is larger"):
-        finetune.train(config(data_root, tmp_path, batch_size=64))
+        train(config(data_root, tmp_path, batch_size=64))
     with pytest.raises(CheckpointError, match="--resume: no checkpoint"):
-        finetune.train(config(data_root, tmp_path / "fresh", resume=True))
+        train(config(data_root, tmp_path / "fresh", resume=True))
     with pytest.raises(ValueError, match="use_diffusion False"):
         config(data_root, tmp_path, use_diffusion=True)
 
@@ -234,7 +238,7 @@ def test_weights_and_biases_trouble_never_stops_training(data_root, tmp_path, mo
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_wandb)
-    result = finetune.train(config(data_root, tmp_path, max_steps=2, save_freq=2, wandb_project="lightvla-test"))
+    result = train(config(data_root, tmp_path, max_steps=2, save_freq=2, wandb_project="lightvla-test"))
     assert len(result["history"]) == 2
     assert "Weights & Biases disabled" in capsys.readouterr().out
 
@@ -265,7 +269,38 @@ def test_embedded_default_generates_demonstrations_first(tmp_path, monkeypatch):
         tmp_path / "fresh_data", tmp_path, generate_demos_if_missing=True, demos_per_task=1, demo_resolution=64,
         max_steps=2, save_freq=2, batch_size=2,
     )  # fmt: skip
-    result = finetune.train(cfg)
+    result = train(cfg)
     files = list((tmp_path / "fresh_data" / UNNORM_KEY).glob("*_demo.hdf5"))
     assert [f.name for f in files] == ["pick_up_the_alphabet_soup_and_place_it_in_the_basket_demo.hdf5"]
     assert len(result["history"]) == 2
+
+
+def test_two_stage_recipe_from_our_own_checkpoint(data_root, tmp_path):
+    """Stage 1 (OpenVLA-OFT, pruning off, every parameter) -> stage 2 (LightVLA from its folder, with or without LoRA,
+    fresh heads of the same architecture, or the stage-1 heads continued)."""
+    from prismatic.models.checkpoints import load_action_head
+
+    stage1 = train(config(data_root, tmp_path, run_id_override="oft", use_lora=False, prune_visual_tokens=False,
+                          max_steps=3, save_freq=3, save_latest_checkpoint_only=True))  # fmt: skip
+    folder = stage1["run_dir"]
+    stage1_head = load_action_head(folder / "action_head--latest_checkpoint.pt", 8).state_dict()
+    assert json.loads((folder / "config.json").read_text())["prune_visual_tokens"] is False
+
+    def stage2(run_id, **overrides):
+        values = dict(vla_path=str(folder), run_id_override=run_id, max_steps=2, save_freq=2, learning_rate=0.0,
+                      save_latest_checkpoint_only=True, prune_visual_tokens=True)  # fmt: skip
+        result = train(config(data_root, tmp_path, **{**values, **overrides}))
+        policy = load_policy(result["run_dir"], num_images_in_input=2)
+        return result, policy
+
+    for use_lora in (True, False):
+        result, policy = stage2(f"lightvla-lora{use_lora}", use_lora=use_lora)
+        assert policy.vla.pruner.enabled and policy.vla.config.prune_visual_tokens is True
+        head = policy.action_head.state_dict()
+        assert head.keys() == stage1_head.keys()
+        assert all(head[k].shape == stage1_head[k].shape for k in head)  # fresh, but the stage-1 architecture
+        assert not torch.equal(head["model.fc1.weight"], stage1_head["model.fc1.weight"])
+        assert all(h["kept_visual_tokens"] < 512 for h in result["history"] if "kept_visual_tokens" in h)
+    _, continued = stage2("lightvla-reuse", use_lora=False, reuse_heads=True)
+    for key, value in continued.action_head.state_dict().items():
+        torch.testing.assert_close(value, stage1_head[key])  # learning rate 0: the stage-1 head, continued

@@ -269,3 +269,30 @@ def test_gradient_checkpointing_gives_the_same_gradients(processor, tiny_policy,
     checkpointed = gradient()
     assert len(calls) == vla.config.text_config.num_hidden_layers
     torch.testing.assert_close(checkpointed, plain, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("duplicates", ["keep", "unique"])
+def test_training_with_unique_slots_sees_what_inference_sees(processor, tiny_policy, duplicates):
+    """At noise 0, the train-mode forward with repeated picks hidden equals the eval-mode (pruned) forward; upstream's
+    train mode, where a patch picked by several queries fills several slots, does not."""
+    vla, _, proprio_projector = tiny_policy
+    vla.pruner.train_duplicates = duplicates
+    ids, mask, labels, pixel_values = training_batch(processor, vla)
+    proprio = torch.rand(2, 8)
+
+    def forward(train: bool):
+        vla.train(train)
+        vla.pruner.set_noise_scale(0.0)
+        with torch.no_grad():
+            return vla(ids, mask, pixel_values, labels, proprio=proprio, proprio_projector=proprio_projector,
+                       action_readout="oft_aligned")  # fmt: skip
+
+    trained, inferred = forward(True), forward(False)
+    kept = vla.pruner.last_stats.kept_counts
+    assert (kept < vla.get_num_patches()).all()
+    if duplicates == "unique":
+        visible = trained.last_hidden_state.shape[1]  # the sequence keeps every slot, the mask hides repeats
+        assert visible == ids.shape[1] + vla.get_num_patches() + 1
+        torch.testing.assert_close(trained.action_hidden_states, inferred.action_hidden_states, atol=1e-5, rtol=1e-4)
+    else:
+        assert (trained.action_hidden_states - inferred.action_hidden_states).abs().max() > 1e-3

@@ -240,3 +240,17 @@ def test_disabled_pruner_is_the_identity():
 def test_unknown_noise_distribution_is_rejected():
     with pytest.raises(ValueError, match="uniform"):
         TokenPruner(noise="gaussian")
+
+
+def test_unique_training_slots_show_each_pick_once():
+    tokens, positions, mask = make_sequence()
+    pruner = TokenPruner(train_duplicates="unique").train()
+    out = pruner(tokens, positions, mask, patch_start=1, num_patches=P)
+    picks = reference_picks(tokens)
+    for b in range(B):
+        visible = out.attention_mask[b, 1 : 1 + P]
+        first = [i for i in range(P) if int(picks[b, i]) not in picks[b, :i].tolist()]
+        assert visible.nonzero()[:, 0].tolist() == first  # the first slot of every distinct pick, nothing else
+        assert sorted(out.position_ids[b, 1 : 1 + P][visible].tolist()) == (1 + torch.unique(picks[b])).tolist()
+    with pytest.raises(ValueError, match="train_duplicates"):
+        TokenPruner(train_duplicates="drop")

@@ -15,7 +15,9 @@ picks its best patch.
 
 * train mode: noise (``noise_scale`` times U[0, 1) as upstream, or Gumbel) is added to the scores, the pick is a hard
   one-hot with a softmax straight-through gradient, all ``num_patches`` slots are kept (slot i becomes a copy of the
-  patch it picked, with that patch's position id), so the sequence length does not change.
+  patch it picked, with that patch's position id), so the sequence length does not change. A patch picked by several
+  queries fills several slots and so draws more attention than at inference, where it is kept once (upstream);
+  ``train_duplicates="unique"`` hides the repeated slots from attention, so training sees what inference sees.
 * eval mode: the kept set is the union of the picks, in original order and with original position ids (gaps stay,
   so RoPE distances to the task tokens are preserved). Samples of a batch may keep different numbers of patches: the
   kept patches are packed to the front of the patch segment and the rest of the segment is padding that the
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NOISE_DISTRIBUTIONS = ("uniform", "gumbel")
+TRAIN_DUPLICATES = ("keep", "unique")
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -119,17 +122,23 @@ class TokenPruner(nn.Module):
     # Pruners that act inside the LLM (FastV) set this to the number of decoder layers run on the full sequence.
     prune_after_layer = 0
 
-    def __init__(self, enabled: bool = True, noise: str = "uniform") -> None:
+    def __init__(self, enabled: bool = True, noise: str = "uniform", train_duplicates: str = "keep") -> None:
         super().__init__()
         if noise not in NOISE_DISTRIBUTIONS:
             raise ValueError(f"noise must be one of {NOISE_DISTRIBUTIONS}, got {noise!r}")
+        if train_duplicates not in TRAIN_DUPLICATES:
+            raise ValueError(f"train_duplicates must be one of {TRAIN_DUPLICATES}, got {train_duplicates!r}")
         self.enabled = enabled
         self.noise = noise
+        self.train_duplicates = train_duplicates
         self.noise_scale: float | None = None
         self.last_stats: PruningStats | None = None
 
     def extra_repr(self) -> str:
-        return f"enabled={self.enabled}, noise={self.noise!r}, noise_scale={self.noise_scale}"
+        return (
+            f"enabled={self.enabled}, noise={self.noise!r}, noise_scale={self.noise_scale}, "
+            f"train_duplicates={self.train_duplicates!r}"
+        )
 
     def set_noise_scale(self, noise_scale: float | None) -> None:
         """Training sets this every step (1 -> 0 over the run); ``None`` or 0 means no noise."""
@@ -187,6 +196,9 @@ class TokenPruner(nn.Module):
         new_patches = selection.to(patches.dtype) @ patches  # (B, P, P) @ (B, P, D) -> (B, P, D)
         new_pos = torch.gather(position_ids[:, patch_start:end], 1, picks)
         new_mask = torch.gather(attention_mask[:, patch_start:end], 1, picks)
+        if self.train_duplicates == "unique":  # only the first slot holding each picked patch stays visible
+            occurrence = hard.detach().cumsum(1).gather(2, picks[..., None])[..., 0]  # (B, P): 1 for the first
+            new_mask = new_mask & (occurrence == 1)
 
         kept = [torch.unique(p) for p in picks.detach()]
         self.last_stats = PruningStats(torch.tensor([len(k) for k in kept]), [k.cpu() for k in kept], num_patches)

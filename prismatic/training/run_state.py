@@ -7,12 +7,22 @@ while saving leaves the previous checkpoint intact.
 
 import random
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
+from prismatic.models.checkpoints import find_checkpoint_file, load_action_head, load_proprio_projector, save_policy
+from prismatic.training.config import FinetuneConfig
+from prismatic.training.lora import merged_state_dict
+from prismatic.training.metrics import METRICS_FILE
+from prismatic.training.policy import TrainablePolicy, base_vla
+
 TRAINING_STATE = "training_state.pt"
+# Files of the run folder itself, kept when that folder is also the latest checkpoint (--save_latest_checkpoint_only)
+RUN_FILES = (METRICS_FILE, "base_model")
 _STEP_FOLDER = re.compile(r"--(\d+)_chkpt$")
 
 
@@ -56,3 +66,56 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def save_checkpoint(cfg, run_dir, step, policy: TrainablePolicy, processor, optimizer, scheduler, dataset_statistics):
+    folder = checkpoint_folder(run_dir, step, cfg.save_latest_checkpoint_only)
+    suffix = step_suffix(step, cfg.save_latest_checkpoint_only)
+    vla = policy.vla
+    model = base_vla(vla)
+    state_dict = merged_state_dict(vla) if cfg.use_lora else None
+
+    def extra(target: Path) -> None:
+        if cfg.use_lora:
+            vla.save_pretrained(target / "lora_adapter")
+        torch.save(
+            {
+                "step": step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+                "config": asdict(cfg),
+            },
+            target / TRAINING_STATE,
+        )
+
+    model.config.norm_stats = dataset_statistics
+    save_policy(
+        folder, model, processor, policy.action_head, policy.proprio_projector, suffix, dataset_statistics,
+        vla_state_dict=state_dict, extra_writer=extra, preserve=RUN_FILES,
+    )  # fmt: skip
+    return folder
+
+
+def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig) -> int:
+    """Load adapter (or full weights), heads, optimizer, scheduler and RNG; returns the step to continue from."""
+    state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
+    if cfg.use_lora:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(policy.vla, load_file(folder / "lora_adapter" / "adapter_model.safetensors"))
+    else:
+        loaded = OpenVLAForActionPrediction.from_pretrained(folder, dtype=next(policy.vla.parameters()).dtype)
+        policy.vla.load_state_dict(loaded.state_dict())
+    head = load_action_head(
+        find_checkpoint_file(folder, "action_head"), base_vla(policy.vla).action_space.num_actions_chunk
+    )
+    policy.action_head.load_state_dict(head.state_dict())
+    if policy.proprio_projector is not None:
+        projector = load_proprio_projector(find_checkpoint_file(folder, "proprio_projector"))
+        policy.proprio_projector.load_state_dict(projector.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["step"])

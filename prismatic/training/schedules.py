@@ -3,14 +3,22 @@
 import torch
 
 
-def noise_scale(step: int, max_steps: int) -> float:
+NOISE_SCHEDULES = ("decay", "fixed", "none")
+
+
+def noise_scale(step: int, max_steps: int, schedule: str = "decay") -> float:
     """LightVLA's selection-noise scale: 1 at the start, decaying linearly to 0 at `max_steps`, never negative.
 
     Upstream computes it from a local counter that restarts at 0 on resume (and goes negative past max_steps);
-    here it comes from the global step, which the checkpoint restores.
+    here it comes from the global step, which the checkpoint restores. The paper's ablations: "fixed" keeps it at 1,
+    "none" trains without noise.
     """
     if max_steps <= 0:
         raise ValueError(f"max_steps must be positive, got {max_steps}")
+    if schedule not in NOISE_SCHEDULES:
+        raise ValueError(f"noise schedule must be one of {NOISE_SCHEDULES}, got {schedule!r}")
+    if schedule != "decay":
+        return 1.0 if schedule == "fixed" else 0.0
     return min(1.0, max(0.0, 1.0 - step / max_steps))
 
 

@@ -41,11 +41,11 @@ TIMM_OVERRIDE_ACT_LAYER: dict[str, list[str | None]] = {
 LLM_BACKBONE_TO_HF_PATH: dict[str, str | None] = {
     "llama2-7b-pure": "meta-llama/Llama-2-7b-hf", "llama3-8b-pure": "meta-llama/Meta-Llama-3-8B",
     "llama2-7b-chat": "meta-llama/Llama-2-7b-chat-hf", "vicuna-v15-7b": "lmsys/vicuna-7b-v1.5",
-    "llama2-tiny": None, "llama2-small": None,  # the CPU presets: same architecture, no pretrained weights
+    "llama2-tiny": None, "llama2-small": None, "llama2-libero-cpu": None,  # CPU presets: no pretrained weights
 }  # fmt: skip
 LLM_BACKBONE_TO_HF_METACLASS: dict[str, str] = {
     "llama2-7b-pure": "llama", "llama3-8b-pure": "llama", "llama2-7b-chat": "llama", "vicuna-v15-7b": "llama",
-    "llama2-tiny": "llama", "llama2-small": "llama",
+    "llama2-tiny": "llama", "llama2-small": "llama", "llama2-libero-cpu": "llama",
 }  # fmt: skip
 
 # transformers-4.40.1 LlamaConfig defaults: the released `text_config` stores only a handful of keys and the rest were
@@ -59,6 +59,7 @@ LLAMA_4_40_DEFAULTS: dict[str, Any] = {
 }  # fmt: skip
 
 PRUNER_NOISE_CHOICES = ("uniform", "gumbel")
+PRUNER_TRAIN_DUPLICATES_CHOICES = ("keep", "unique")
 ACTION_READOUT_CHOICES = ("oft_aligned", "lightvla_tail")
 
 
@@ -153,6 +154,7 @@ class OpenVLAConfig(PrismaticConfig):
         num_images_in_input: int = 1,
         prune_visual_tokens: bool = True,
         pruner_noise: str = "uniform",
+        pruner_train_duplicates: str = "keep",
         action_readout: str = "oft_aligned",
         empty_token_id: int = LLAMA2_EMPTY_TOKEN_ID,
         **kwargs: Any,
@@ -164,11 +166,16 @@ class OpenVLAConfig(PrismaticConfig):
             raise ValueError(f"num_images_in_input must be >= 1, got {num_images_in_input}")
         if pruner_noise not in PRUNER_NOISE_CHOICES:
             raise ValueError(f"pruner_noise must be one of {PRUNER_NOISE_CHOICES}, got {pruner_noise!r}")
+        if pruner_train_duplicates not in PRUNER_TRAIN_DUPLICATES_CHOICES:
+            raise ValueError(
+                f"pruner_train_duplicates must be one of {PRUNER_TRAIN_DUPLICATES_CHOICES}, got {pruner_train_duplicates!r}"
+            )
         if action_readout not in ACTION_READOUT_CHOICES:
             raise ValueError(f"action_readout must be one of {ACTION_READOUT_CHOICES}, got {action_readout!r}")
         self.num_images_in_input = num_images_in_input
         self.prune_visual_tokens = prune_visual_tokens
         self.pruner_noise = pruner_noise
+        self.pruner_train_duplicates = pruner_train_duplicates
         self.action_readout = action_readout
         self.empty_token_id = empty_token_id
         super().__init__(**kwargs)

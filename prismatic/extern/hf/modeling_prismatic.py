@@ -193,7 +193,9 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
         )
         self.language_model = LlamaForCausalLM(config.text_config)
         self.pruner = TokenPruner(
-            enabled=getattr(config, "prune_visual_tokens", False), noise=getattr(config, "pruner_noise", "uniform")
+            enabled=getattr(config, "prune_visual_tokens", False),
+            noise=getattr(config, "pruner_noise", "uniform"),
+            train_duplicates=getattr(config, "pruner_train_duplicates", "keep"),
         )
         self.vocab_size = config.text_config.vocab_size
         self.post_init()

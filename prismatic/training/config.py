@@ -1,0 +1,113 @@
+"""The fine-tuning configuration: upstream finetune.py's flags (same names and defaults where upstream has them) plus
+ours for pruning, resumption, logging and the embedded default. ``vla-scripts/finetune.py`` parses it with draccus."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from prismatic.training.schedules import NOISE_SCHEDULES
+
+
+@dataclass
+class FinetuneConfig:
+    # fmt: off
+    # Model and data (upstream names)
+    vla_path: str = "tiny"                          # checkpoint folder, Hub id, or a preset name ("tiny": fresh, CPU size)
+    data_root_dir: Path = Path("datasets/libero")   # holds one folder of LIBERO HDF5 files per dataset name
+    dataset_name: str = "libero_object_no_noops"    # also "libero_4_task_suites_no_noops" (the four suites)
+    run_root_dir: Path = Path("runs")
+    shuffle_buffer_size: int = 100_000              # accepted for upstream command lines; the sampler shuffles fully
+
+    # Architecture
+    use_l1_regression: bool = True
+    use_diffusion: bool = False                     # not implemented (L1 regression only)
+    num_diffusion_steps_train: int = 50
+    use_film: bool = False                          # not implemented
+    num_images_in_input: int = 1
+    use_proprio: bool = False
+
+    # Optimisation
+    batch_size: int = 8                             # per process
+    learning_rate: float = 5e-4
+    lr_warmup_steps: int = 0                        # linear warmup from 0.1x to 1x the LR; the decay still applies
+    num_steps_before_decay: int = 100_000           # LR x0.1 from this optimizer step on
+    grad_accumulation_steps: int = 1
+    max_steps: int = 200_000                        # optimizer steps
+    use_val_set: bool = False                       # there is no validation split in LIBERO HDF5 data
+    val_freq: int = 10_000
+    val_time_limit: int = 180
+    save_freq: int = 10_000
+    save_latest_checkpoint_only: bool = False
+    resume: bool = False                            # continue the latest checkpoint of this run (same run id)
+    resume_step: Optional[int] = None               # ... or this step's checkpoint
+    image_aug: bool = True
+    diffusion_sample_freq: int = 50
+
+    # LoRA
+    use_lora: bool = True                           # False: full fine-tuning of every parameter (upstream train.py)
+    lora_rank: int = 32
+    lora_dropout: float = 0.0
+    merge_lora_during_training: bool = True         # checkpoints always hold the merged model (and the adapter)
+    reuse_heads: bool = False                       # continue the --vla_path folder's action head and proprio projector
+
+    # Pruning (LightVLA)
+    prune_visual_tokens: bool = True                # False: plain OpenVLA-OFT
+    pruner_noise: str = "uniform"                   # uniform (upstream code) | gumbel (the paper's text)
+    pruner_noise_schedule: str = "decay"            # decay: 1 -> 0 over the run (LightVLA) | fixed: 1 | none: 0
+    pruner_train_duplicates: str = "keep"           # keep (upstream) | unique: slots repeating a pick are masked
+    kept_tokens_log_freq: int = 100                 # measure kept visual tokens in eval mode every N steps
+    stop_at_step: Optional[int] = None              # save and stop after this step (time-limited jobs; then --resume)
+
+    # Logging and runtime
+    log_freq: int = 100                             # console line every N steps
+    tensorboard_log_dir: Optional[Path] = None      # accepted for upstream command lines (metrics.jsonl is written)
+    tensorboard_log_freq: int = 10
+    run_id_note: Optional[str] = None
+    run_id_override: Optional[str] = None
+    wandb_entity: str = "your-wandb-entity"
+    wandb_project: str = "your-wandb-project"       # set it to log to Weights & Biases (offline without credentials)
+    wandb_log_freq: int = 10
+    seed: int = 7
+    num_workers: int = 2                            # DataLoader worker processes per training process
+    gradient_checkpointing: bool = False
+
+    # Embedded default: demonstrations made by the scripted expert when the dataset is missing (preset models only)
+    generate_demos_if_missing: bool = True
+    demo_task_ids: str = "0"                        # comma-separated task ids of the dataset's suite
+    demos_per_task: int = 10
+    demo_resolution: int = 128
+    # fmt: on
+
+    def __post_init__(self):
+        if self.use_diffusion or self.use_film:
+            raise ValueError("Only the L1 regression head is implemented: pass --use_diffusion False --use_film False.")
+        if not self.use_l1_regression:
+            raise ValueError("Discrete-token training is not implemented: pass --use_l1_regression True.")
+        for name in ("batch_size", "grad_accumulation_steps", "max_steps", "save_freq", "log_freq"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.pruner_noise_schedule not in NOISE_SCHEDULES:
+            raise ValueError(f"--pruner_noise_schedule must be one of {NOISE_SCHEDULES}, got {self.pruner_noise_schedule!r}")
+        if self.use_val_set:
+            raise ValueError("--use_val_set: LIBERO HDF5 datasets have no validation split; train without it.")
+
+    @property
+    def run_id(self) -> str:
+        if self.run_id_override:
+            return self.run_id_override
+        parts = [
+            Path(self.vla_path).name,
+            self.dataset_name,
+            f"b{self.batch_size * self.grad_accumulation_steps}",
+            f"lr-{self.learning_rate}",
+        ]
+        if self.use_lora:
+            parts.append(f"lora-r{self.lora_rank}+dropout-{self.lora_dropout}")
+        run_id = "+".join(parts)
+        if self.image_aug:
+            run_id += "--image_aug"
+        if not self.prune_visual_tokens:
+            run_id += "--no_pruning"
+        if self.run_id_note:
+            run_id += f"--{self.run_id_note}"
+        return run_id

@@ -1,0 +1,88 @@
+"""Training batches: the embedded default's demonstrations, sharded shuffled loading that resumes mid-epoch exactly."""
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from prismatic.presets import PRESETS
+from prismatic.training.config import FinetuneConfig
+from prismatic.training.distributed import Dist
+from prismatic.vla.datasets.datasets import DatasetError
+
+
+def ensure_dataset(cfg: FinetuneConfig, main: bool, barrier) -> None:
+    """The embedded default: make scripted demonstrations when a preset model is trained on a missing dataset."""
+    folder = Path(cfg.data_root_dir) / cfg.dataset_name
+    if folder.is_dir() or not (cfg.generate_demos_if_missing and cfg.vla_path in PRESETS):
+        return
+    suite = cfg.dataset_name.removesuffix("_no_noops")
+    if main:
+        from experiments.robot.libero import generate_scripted_demos as gen
+
+        print(f"[finetune] {folder} does not exist: generating scripted demonstrations for {suite} first")
+        gen_cfg = gen.GenerateDemosConfig(
+            task_suite_name=suite,
+            num_demos_per_task=cfg.demos_per_task,
+            out_dir=folder,
+            task_ids=[int(t) for t in cfg.demo_task_ids.split(",")],
+            resolution=cfg.demo_resolution,
+            num_workers=2,
+        )
+        gen.print_summary(gen_cfg, [gen.generate_task(gen_cfg, t) for t in gen_cfg.task_ids])
+    barrier()
+
+
+def make_loader(cfg: FinetuneConfig, dataset, collate, d: Dist) -> tuple[DataLoader, DistributedSampler]:
+    sampler = DistributedSampler(
+        dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    if len(sampler) < cfg.batch_size:
+        raise DatasetError(
+            f"--batch_size {cfg.batch_size} is larger than the {len(sampler)} samples each of the {d.world_size} "
+            f"process(es) gets from {cfg.dataset_name} ({len(dataset)} in all): lower --batch_size or add data."
+        )
+    loader = DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
+        drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=False, generator=_loader_generator(cfg.seed),
+    )  # fmt: skip
+    return loader, sampler
+
+
+def _loader_generator(seed: int) -> torch.Generator:
+    """DataLoaders draw worker seeds from this, not from the global RNG, whose state (pruning noise) a checkpoint
+    restores: otherwise creating the resumed iterator would shift every later random draw."""
+    return torch.Generator().manual_seed(seed)
+
+
+def batches(loader: DataLoader, sampler: DistributedSampler, dataset, start: int):
+    """Micro-batches from global index `start` on, epoch after epoch; resuming continues the very same sequence."""
+    per_epoch = len(loader)
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        iterator = iter(loader) if skip == 0 else _skipped(loader, sampler, skip)
+        yield from iterator
+        epoch, skip = epoch + 1, 0
+
+
+def _skipped(loader: DataLoader, sampler: DistributedSampler, skip: int):
+    """The rest of an epoch after `skip` batches, without loading the skipped samples."""
+    indices = list(sampler)[skip * loader.batch_size :]
+    rest = DataLoader(
+        loader.dataset, batch_size=loader.batch_size, sampler=indices, num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn, drop_last=True, pin_memory=loader.pin_memory, generator=loader.generator,
+    )  # fmt: skip
+    return iter(rest)
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.is_floating_point() and key == "pixel_values":
+                value = value.to(dtype)
+        out[key] = value
+    return out

@@ -1,0 +1,210 @@
+"""Fine-tune a VLA with LoRA, an L1 action head and LightVLA's decaying pruning noise. The loop behind vla-scripts/finetune.py, run under torchrun:
+
+    torchrun --standalone --nnodes 1 --nproc-per-node 8 vla-scripts/finetune.py \
+        --vla_path moojink/openvla-7b-oft-finetuned-libero-object --data_root_dir datasets/libero \
+        --dataset_name libero_object_no_noops --use_l1_regression True --num_images_in_input 2 --use_proprio True \
+        --batch_size 8 --learning_rate 5e-4 --num_steps_before_decay 30000 --max_steps 40005 --lora_rank 32
+
+(plain `python vla-scripts/finetune.py ...` runs one process). Several nodes: `--nnodes N --node-rank I
+--rdzv-backend c10d --rdzv-endpoint HOST:PORT` instead of `--standalone`. NCCL on GPUs, gloo on the CPU.
+
+The embedded default, `--vla_path tiny` without data on disk, first makes demonstrations with the scripted expert.
+Checkpoints are released-style policy folders, written atomically; `--resume True` continues the latest one of the
+run exactly (model, optimizer, scheduler, data order, augmentation and RNG state).
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
+from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
+from prismatic.models.checkpoints import (
+    CheckpointError,
+    find_checkpoint_file,
+    load_action_head,
+    load_component_state_dict,
+    load_proprio_projector,
+    resolve_checkpoint,
+    save_policy,
+)
+from prismatic.presets import PRESETS, get_preset, make_config, make_heads, make_processor
+from prismatic.training import run_state
+from prismatic.training.config import FinetuneConfig
+from prismatic.training.data import batches, ensure_dataset, make_loader, to_device
+from prismatic.training.distributed import check_ranks_in_sync, init_distributed
+from prismatic.training.lora import apply_lora
+from prismatic.training.metrics import MetricsLogger
+from prismatic.training.policy import TrainablePolicy, base_vla, kept_visual_tokens
+from prismatic.training.schedules import make_scheduler, noise_scale
+from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
+
+
+def load_model(cfg: FinetuneConfig, device: torch.device):
+    """(vla, processor, action head, proprio projector or None); the heads start fresh, as in LightVLA's recipe, unless
+    ``--reuse_heads`` continues those of the checkpoint."""
+    overrides = {
+        "prune_visual_tokens": cfg.prune_visual_tokens,
+        "pruner_noise": cfg.pruner_noise,
+        "pruner_train_duplicates": cfg.pruner_train_duplicates,
+    }
+    if cfg.vla_path in PRESETS:
+        config = make_config(cfg.vla_path, num_images_in_input=cfg.num_images_in_input, **overrides)
+        vla, processor = OpenVLAForActionPrediction(config), make_processor(cfg.vla_path)
+        head_hidden = get_preset(cfg.vla_path).head_hidden_dim
+    else:
+        try:
+            folder = resolve_checkpoint(cfg.vla_path)
+        except CheckpointError as err:
+            raise CheckpointError(f"--vla_path: {err}. Presets: {', '.join(PRESETS)}.") from None
+        if not (folder / "config.json").exists():
+            raise CheckpointError(f"--vla_path {folder} has no config.json: it is not a model checkpoint folder.")
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **overrides)
+        vla.set_num_images_in_input(cfg.num_images_in_input)
+        vla.config.num_images_in_input = cfg.num_images_in_input
+        processor = PrismaticProcessor.from_pretrained(folder)
+        if cfg.reuse_heads:
+            return vla, processor, *saved_heads(folder, vla, cfg.use_proprio)
+        head_hidden = saved_head_width(folder)
+    head, proprio = make_heads(vla.config, head_hidden, use_proprio=cfg.use_proprio)
+    return vla, processor, head, proprio
+
+
+def saved_heads(folder: Path, vla: OpenVLAForActionPrediction, use_proprio: bool):
+    """(action head, proprio projector or None) as saved in a checkpoint folder, to continue training them."""
+    head_file = find_checkpoint_file(folder, "action_head")
+    proprio_file = find_checkpoint_file(folder, "proprio_projector") if use_proprio else None
+    if head_file is None or (use_proprio and proprio_file is None):
+        raise CheckpointError(f"--reuse_heads: {folder} lacks the action head or proprio projector to continue from")
+    head = load_action_head(head_file, vla.action_space.num_actions_chunk).to(vla.dtype)
+    return head, (load_proprio_projector(proprio_file).to(vla.dtype) if use_proprio else None)
+
+
+def saved_head_width(folder: Path) -> int | None:
+    """The hidden width of the action head saved in a checkpoint folder (fresh heads keep the architecture of the
+    checkpoint's: the LLM width for released 7B ones, the preset's for ours), or None when it has none."""
+    path = find_checkpoint_file(folder, "action_head")
+    return None if path is None else int(load_component_state_dict(path)["model.fc1.weight"].shape[0])
+
+
+def train(cfg: FinetuneConfig) -> dict:
+    d = init_distributed()
+    run_state.seed_everything(cfg.seed)  # identical initial LoRA/head weights on every rank
+    run_dir = Path(cfg.run_root_dir) / cfg.run_id
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dataset(cfg, d.main, d.barrier)
+
+    vla, processor, head, proprio = load_model(cfg, d.device)
+    dataset = LiberoDataset(
+        cfg.data_root_dir, cfg.dataset_name, processor, vla.config, cfg.num_images_in_input, cfg.use_proprio,
+        image_aug=cfg.image_aug, seed=cfg.seed,
+    )  # fmt: skip
+    dataset_statistics = dataset.dataset_statistics
+    vla.norm_stats = vla.config.norm_stats = dataset_statistics
+    if d.main:
+        (run_dir / "dataset_statistics.json").write_text(json.dumps(dataset_statistics, indent=2))
+        if cfg.vla_path in PRESETS and not (run_dir / "base_model").exists():
+            # a preset starts from seeded random weights: keep them, the LoRA adapter is relative to them
+            save_policy(run_dir / "base_model", vla, processor, head, proprio, "base_checkpoint.pt", dataset_statistics)
+    if cfg.gradient_checkpointing:
+        vla.gradient_checkpointing_enable()
+    if cfg.use_lora:
+        vla = apply_lora(vla, cfg.lora_rank, cfg.lora_dropout)
+    policy = TrainablePolicy(vla, head, proprio).to(d.device)
+    policy.train()
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
+    scheduler = make_scheduler(optimizer, cfg.lr_warmup_steps, cfg.num_steps_before_decay)
+
+    start_step = 0
+    if cfg.resume:
+        folder = run_state.find_resumable(run_dir, cfg.resume_step)
+        if folder is None:
+            raise CheckpointError(
+                f"--resume: no checkpoint{f' for step {cfg.resume_step}' if cfg.resume_step else ''} of run "
+                f"{cfg.run_id} in {cfg.run_root_dir}. Resume uses the same flags as the original run."
+            )
+        start_step = run_state.restore_checkpoint(folder, policy, optimizer, scheduler, cfg)
+        if d.main:
+            print(f"[finetune] resuming {folder} at step {start_step}")
+
+    model = DDP(policy, find_unused_parameters=True) if d.world_size > 1 else policy
+    collate = PaddedCollatorForActionPrediction(model_max_length=2048, pad_token_id=vla.config.pad_token_id)
+    loader, sampler = make_loader(cfg, dataset, collate, d)
+    stream = batches(loader, sampler, dataset, start_step * cfg.grad_accumulation_steps)
+    dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
+    logger = MetricsLogger(cfg, run_dir, d.main)
+    pruner = base_vla(policy.vla).pruner
+    if d.main:
+        n_train = sum(p.numel() for p in trainable)
+        print(
+            f"[finetune] run {cfg.run_id}: {len(dataset)} samples, {d.world_size} process(es) on {d.device.type}, "
+            f"{n_train:,} trainable parameters, steps {start_step} -> {cfg.max_steps}"
+        )
+
+    history, kept, start_time = [], None, time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="finetune", unit="step", disable=not d.main)
+    last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+    for step in range(start_step, last_step):
+        pruner.set_noise_scale(noise_scale(step, cfg.max_steps, cfg.pruner_noise_schedule))
+        totals = {"loss": 0.0, "curr_action_l1_loss": 0.0, "next_actions_l1_loss": 0.0}
+        for _ in range(cfg.grad_accumulation_steps):
+            batch = to_device(next(stream), d.device, dtype)
+            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda"):
+                metrics = model(batch)
+            (metrics.loss / cfg.grad_accumulation_steps).backward()
+            totals["loss"] += metrics.loss.item() / cfg.grad_accumulation_steps
+            totals["curr_action_l1_loss"] += metrics.curr_action_l1_loss / cfg.grad_accumulation_steps
+            totals["next_actions_l1_loss"] += metrics.next_actions_l1_loss / cfg.grad_accumulation_steps
+        if not math.isfinite(totals["loss"]):
+            raise FloatingPointError(f"loss became {totals['loss']} at step {step}; lower --learning_rate")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        record = {**totals, "learning_rate": scheduler.get_last_lr()[0], "noise_scale": pruner.noise_scale or 0.0}
+        if cfg.kept_tokens_log_freq and (done % cfg.kept_tokens_log_freq == 0 or done == 1):
+            kept = kept_visual_tokens(policy, batch)
+            record["kept_visual_tokens"] = kept
+        history.append({"step": done, **record})
+        if done % cfg.tensorboard_log_freq == 0 or done == cfg.max_steps or "kept_visual_tokens" in record:
+            logger.log(done, record)
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{totals['loss']:.4f}",
+            lr=f"{record['learning_rate']:.1e}",
+            noise=f"{record['noise_scale']:.2f}",
+            kept=kept,
+        )
+        if d.main and done % cfg.log_freq == 0:
+            tqdm.write(
+                f"step {done}: loss {totals['loss']:.4f} (current {totals['curr_action_l1_loss']:.4f}, "
+                f"future {totals['next_actions_l1_loss']:.4f}), lr {record['learning_rate']:.2e}, "
+                f"noise {record['noise_scale']:.3f}, kept tokens {kept}"
+            )
+        if done % cfg.save_freq == 0 or done == last_step:
+            if d.main:
+                folder = run_state.save_checkpoint(cfg, run_dir, done, policy, processor, optimizer, scheduler, dataset_statistics)
+                tqdm.write(f"[finetune] saved {folder}")
+            d.barrier()
+    bar.close()
+    logger.close()
+    elapsed = time.perf_counter() - start_time
+    check_ranks_in_sync(policy, d)
+    if d.main and last_step > start_step:
+        steps = last_step - start_step
+        print(
+            f"[finetune] {steps} steps in {elapsed:.1f} s ({steps / elapsed:.2f} steps/s, "
+            f"{steps * cfg.batch_size * cfg.grad_accumulation_steps * d.world_size / elapsed:.1f} samples/s)"
+        )
+    if d.world_size > 1:
+        dist.destroy_process_group()
+    return {"run_dir": run_dir, "history": history, "policy": policy}
