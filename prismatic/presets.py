@@ -78,8 +78,31 @@ _SMALL = {
     },
 }
 
+# The embedded default that learns a LIBERO task on 2 CPU cores: 128 px images (LIBERO renders of that size pass
+# through unresized) in 16 px patches, i.e. 8 x 8 = 64 visual tokens per image, 128 in all; ViTs and LLM 64 wide.
+_LIBERO_CPU = {
+    **_TINY,
+    "llm_backbone_id": "llama2-libero-cpu",
+    "image_sizes": [128, 128],
+    "timm_model_overrides": [
+        {"embed_dim": 64, "depth": 3, "num_heads": 2, "patch_size": 16},
+        {"embed_dim": 64, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0, "patch_size": 16},
+    ],
+    "text_config": {
+        **_TINY["text_config"],
+        "hidden_size": 64,
+        "intermediate_size": 172,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+    },
+}
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset("tiny", "same architecture at CPU size, from scratch, offline tokenizer", _TINY, True, 256),
+    "libero-cpu": Preset(
+        "libero-cpu", "the embedded default: learns a LIBERO task on a 2-core CPU (128 px, 128 visual tokens)",
+        _LIBERO_CPU, True, 256,
+    ),
     "small": Preset(
         "small", "LLM-dominated CPU benchmark size (~64 M parameters), offline tokenizer", _SMALL, True, 512
     ),
