@@ -27,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
+from prismatic.plotting import pyplot, save_figure
 from prismatic.presets import make_policy
 from prismatic.vla.inference import policy_inputs
 
@@ -221,12 +222,7 @@ def print_preset(result: dict, cfg: LatencyConfig, device: torch.device) -> None
 
 def plot_ratios(results: list[dict], path: str) -> None:
     """Grouped bars: FLOPs and median latency of every pruner relative to the unpruned model, one panel per preset."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
     for ax, result in zip(axes[0], results):
         rows, base = result["pruners"], result["pruners"]["none"]
         names = list(rows)
@@ -239,11 +235,7 @@ def plot_ratios(results: list[dict], path: str) -> None:
         ax.set_ylabel("relative to unpruned")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(Path(path).stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 @draccus.wrap()

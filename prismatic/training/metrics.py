@@ -7,6 +7,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+from prismatic.plotting import pyplot, save_figure
 from prismatic.training.config import FinetuneConfig
 
 WANDB_PLACEHOLDERS = {"", "your-wandb-entity", "your-wandb-project"}
@@ -98,12 +99,7 @@ def format_curves(name: str, records: list[dict], rows: int = 12) -> str:
 
 def plot_curves(curves: dict[str, list[dict]], path: str | Path) -> Path:
     """Loss (left) and kept visual tokens (right) against the step, one line per run; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (loss_ax, kept_ax) = plt.subplots(1, 2, figsize=(9, 3.3))
+    fig, (loss_ax, kept_ax) = pyplot().subplots(1, 2, figsize=(9, 3.3))
     for name, records in curves.items():
         label = Path(name).name
         loss_ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label, lw=1)
@@ -116,10 +112,4 @@ def plot_curves(curves: dict[str, list[dict]], path: str | Path) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.stem + ".partial.png")
-    fig.savefig(staging, dpi=120)
-    plt.close(fig)
-    staging.replace(path)
-    return path
+    return save_figure(fig, path)

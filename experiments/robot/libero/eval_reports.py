@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prismatic.plotting import pyplot, save_figure
+
 ALL_TASKS = -1  # task_id of a suite's summary row
 
 
@@ -104,27 +106,16 @@ def format_token_statistics(rows: list[TokenStatistics]) -> str:
 
 def plot_token_statistics(records: list[dict], path: Path) -> Path:
     """Box plot of kept tokens per query, one box per (suite, task); written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups: dict[str, list[float]] = {}
     for r in sorted(records, key=lambda r: (r["suite"], r["task_id"])):
         groups.setdefault(f"{r['suite'].removeprefix('libero_')} {r['task_id']}", []).extend(kept_per_query(r))
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
         raise ValueError("these results have no kept-token counts (evaluated without a pruner?)")
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(groups) + 1.5), 3.2))
+    fig, ax = pyplot().subplots(figsize=(max(4.0, 0.45 * len(groups) + 1.5), 3.2))
     ax.boxplot(list(groups.values()), showfliers=True)
     ax.set_xticks(range(1, len(groups) + 1), list(groups), rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("kept visual tokens per query")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
