@@ -75,3 +75,20 @@ def test_bad_files_get_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="bad.jsonl:2 is not a JSON line"):
         load_records(bad)
 
+
+
+def test_kept_patch_video_darkens_the_dropped_patches(tmp_path):
+    import imageio.v2 as imageio
+
+    from experiments.robot.libero.visualize import save_pruning_video
+
+    white = {"full_image": np.full((64, 64, 3), 255, np.uint8), "wrist_image": np.full((64, 64, 3), 255, np.uint8)}
+    steps = [(white, [0]), (white, [0, 63]), (white, [64 + 63])]  # 8 x 8 patches per camera, 128 in all
+    path = save_pruning_video(tmp_path / "v.mp4", steps, num_patches=128, num_images=2)
+    frames = np.array([f for f in imageio.get_reader(path)]).astype(int)
+    assert frames.shape == (3, 224, 448, 3)
+    top_left, bottom_right = (slice(4, 24), slice(4, 24)), (slice(200, 220), slice(200, 220))
+    assert frames[0][top_left].mean() > 200 and frames[0][bottom_right].mean() < 120  # kept bright, dropped dark
+    assert frames[1][bottom_right].mean() > 200  # patch 63 kept in the second step
+    wrist_bottom_right = (slice(200, 220), slice(424, 444))
+    assert frames[2][wrist_bottom_right].mean() > 200 and frames[2][top_left].mean() < 120

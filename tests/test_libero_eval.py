@@ -67,7 +67,7 @@ def test_resume_runs_exactly_the_missing_episodes(tmp_path, monkeypatch, num_wor
 
 @pytest.mark.slow
 def test_evaluation_writes_results_and_resumes(tmp_path, checkpoint):
-    cfg = eval_config(tmp_path, checkpoint)
+    cfg = eval_config(tmp_path, checkpoint, save_rollout_video=True)
     records = ev.evaluate(cfg)
     lines = cfg.results_path.read_text().splitlines()
     assert len(records) == len(lines) == 2
@@ -78,6 +78,13 @@ def test_evaluation_writes_results_and_resumes(tmp_path, checkpoint):
     assert "Overall success rate: 0/2" in cfg.results_path.with_suffix(".summary.txt").read_text()
     pictures = list((tmp_path / "logs" / "rollouts").rglob("*kept_patches.png"))
     assert len(pictures) == 1  # one per task
+    import imageio.v2 as imageio
+
+    videos = sorted((tmp_path / "logs" / "rollouts").rglob("*.mp4"))
+    assert len(videos) == 4  # per episode: the camera, and the kept-patch overlay of both cameras
+    overlay = [v for v in videos if v.name.endswith("kept_patches.mp4")]
+    frames = [f for f in imageio.get_reader(overlay[0])]
+    assert len(frames) == 8 and frames[0].shape == (224, 448, 3)  # one frame per step, two camera panels
 
     again = ev.evaluate(cfg)  # the same command: nothing to redo
     assert cfg.results_path.read_text().splitlines() == lines and len(again) == 2

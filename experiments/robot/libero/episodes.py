@@ -37,12 +37,14 @@ class EpisodeResult:
     final_eef_pos: list | None = None  # where the hand ended: compares runs beyond success and step counts
     error: str | None = None
     frames: list = field(default_factory=list, repr=False)  # rotated agentview frames, when recording a video
+    # per step, when recording a video of a pruned policy: (observation, kept indices of the query acting then)
+    pruning_frames: list = field(default_factory=list, repr=False)
     first_observation: dict | None = field(default=None, repr=False)
     first_pruning: dict | None = field(default=None, repr=False)  # kept_indices and num_patches of the first query
 
     def record(self) -> dict:
         """The JSON line written for this episode."""
-        skip = {"frames", "first_observation", "first_pruning"}
+        skip = {"frames", "pruning_frames", "first_observation", "first_pruning"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -91,12 +93,14 @@ def run_episode(
         if hasattr(policy, "start_episode"):
             policy.start_episode(env, obs)
         queue: deque = deque(maxlen=spec.num_open_loop_steps)
+        kept_now = None  # the patches of the query whose actions are being executed
         for _ in range(spec.max_steps):
             observation = lu.policy_observation(obs)
             if spec.record_video:
                 result.frames.append(observation["full_image"])
             if not queue:
                 chunk, stats = policy(observation, task.language, obs)
+                kept_now = stats.get("kept_indices")
                 result.queries += 1
                 if result.first_observation is None:
                     result.first_observation = observation
@@ -112,6 +116,8 @@ def run_episode(
                 queue.extend(
                     invert_gripper_action(normalize_gripper_action(a)) for a in chunk[: spec.num_open_loop_steps]
                 )
+            if spec.record_video and kept_now is not None:
+                result.pruning_frames.append((observation, kept_now))
             obs, _, done, _ = env.step(queue.popleft().tolist())
             result.steps += 1
             result.final_eef_pos = [float(x) for x in obs["robot0_eef_pos"]]

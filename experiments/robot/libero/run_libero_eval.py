@@ -60,7 +60,7 @@ class GenerateConfig:
     num_workers: int = 1                            # simulator processes; inference is batched across them
     run_id_note: Optional[str] = None
     local_log_dir: str = "./experiments/logs"
-    save_rollout_video: bool = False                # mp4 per episode under {local_log_dir}/rollouts/
+    save_rollout_video: bool = False                # mp4 per episode (+ kept-patch overlay when pruning) in rollouts/
     save_pruning_picture: bool = True               # kept patches over both cameras, first query of each task
     seed: int = 7
     # fmt: on
@@ -201,6 +201,11 @@ def save_artifacts(cfg: GenerateConfig, result: EpisodeResult, task_seen: set) -
     name = f"{cfg.task_suite_name}--task{result.task_id}--trial{result.trial}--success={result.success}"
     if cfg.save_rollout_video and result.frames:
         visualize.save_video(folder / f"{name}.mp4", result.frames)
+    if cfg.save_rollout_video and result.pruning_frames:
+        visualize.save_pruning_video(
+            folder / f"{name}--kept_patches.mp4", result.pruning_frames, result.first_pruning["num_patches"],
+            cfg.num_images_in_input,
+        )  # fmt: skip
     if cfg.save_pruning_picture and result.first_pruning is not None and result.task_id not in task_seen:
         task_seen.add(result.task_id)
         visualize.save_pruning_picture(

@@ -44,18 +44,33 @@ def pruning_overlay(image: np.ndarray, kept: list[int], grid: int, crop: bool = 
     return out
 
 
+def camera_panels(observation: dict, kept_indices: list[int], num_patches: int, num_images: int) -> list[Image.Image]:
+    """One overlay per camera the policy saw (`kept_indices` index the `num_patches` patches of all images, image
+    after image)."""
+    images = [observation["full_image"]] + [observation[k] for k in sorted(observation) if "wrist" in k]
+    per_image = num_patches // num_images
+    grid = math.isqrt(per_image)
+    return [
+        pruning_overlay(im, [i - k * per_image for i in kept_indices if k * per_image <= i < (k + 1) * per_image], grid)
+        for k, im in enumerate(images[:num_images])
+    ]
+
+
+def save_pruning_video(path: Path, steps: list, num_patches: int, num_images: int, fps: int = 20) -> Path:
+    """An mp4 of the cameras side by side, each step showing the patches kept by the query whose actions run then."""
+    frames = []
+    for observation, kept in steps:
+        panels = camera_panels(observation, kept, num_patches, num_images)
+        frames.append(np.concatenate([np.asarray(p) for p in panels], axis=1))
+    return save_video(path, frames, fps)
+
+
 def save_pruning_picture(
     path: Path, observation: dict, kept_indices: list[int], num_patches: int, num_images: int, title: str
 ) -> Path:
     """Both camera views side by side with the kept patches of one policy query (`kept_indices` index the
     `num_patches` patches of all images, image after image)."""
-    images = [observation["full_image"]] + [observation[k] for k in sorted(observation) if "wrist" in k]
-    per_image = num_patches // num_images
-    grid = math.isqrt(per_image)
-    panels = [
-        pruning_overlay(im, [i - k * per_image for i in kept_indices if k * per_image <= i < (k + 1) * per_image], grid)
-        for k, im in enumerate(images[:num_images])
-    ]
+    panels = camera_panels(observation, kept_indices, num_patches, num_images)
     header = 28
     canvas = Image.new("RGB", (PANEL_SIZE * len(panels), PANEL_SIZE + header), "white")
     for k, panel in enumerate(panels):
