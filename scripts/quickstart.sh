@@ -1,46 +1,75 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end on the CPU: install, make scripted LIBERO demonstrations, fine-tune
-# the tiny preset, evaluate it in the LIBERO simulator with and without token pruning, and compare.
-# About 25 minutes on 2 cores from a fresh machine. Every stage resumes: run it again to continue after an interruption.
-# Knobs (environment): DEMOS (demos per task, 12), STEPS (training steps, 600), TRIALS (eval episodes, 3),
-# QUICKSTART_DIR (runs/quickstart), VENV (.venv).
+# The main job on the embedded default, end to end on the CPU, as the paper trains LightVLA:
+#   1. scripted demonstrations of one LIBERO task in the real simulator;
+#   2. stage 1: OpenVLA-OFT (the libero-cpu preset, pruning off) trained from scratch, every parameter;
+#   3. stage 2: LightVLA from the stage-1 checkpoint: pruning on, selection noise decaying 1 -> 0; the action head
+#      and proprio projector are carried over from stage 1 (fresh heads, as upstream, measured worse here: README);
+#   4. both policies evaluated in LIBERO from the official initial states (2 simulator workers);
+#   5. success, kept visual tokens and latency side by side, kept tokens over stage-2 training, pictures.
+# Every stage resumes: run it again to continue after an interruption.
+# Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
+# TRIALS (10 episodes per policy), QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
-OUT="${QUICKSTART_DIR:-runs/quickstart}"
-DEMOS="${DEMOS:-12}"
-STEPS="${STEPS:-600}"
-TRIALS="${TRIALS:-3}"
-RUN="$OUT/runs/tiny-quickstart"
+SUITE="${SUITE:-libero_object}"
+TASK="${TASK:-0}"
+OUT="${QUICKSTART_DIR:-runs/quickstart-$SUITE-$TASK}"  # one folder per task: runs never mix
+DEMOS="${DEMOS:-40}"
+STAGE1_STEPS="${STAGE1_STEPS:-1800}"
+STAGE2_STEPS="${STAGE2_STEPS:-500}"
+TRIALS="${TRIALS:-10}"
+DATASET="${SUITE}_no_noops"
 START=$(date +%s)
+LAST=$START
+stage_done() {  # print the wall time of the stage that just finished
+  local now
+  now=$(date +%s)
+  echo "   [$1: $(( (now - LAST) / 60 )) min $(( (now - LAST) % 60 )) s]"
+  LAST=$now
+}
 
 bash scripts/setup_venv.sh "$VENV" test
 PY="$VENV/bin/python"
+stage_done "setup"
 
-echo "== 1/4 scripted demonstrations (libero_object task 0, $DEMOS demos)"
-"$PY" experiments/robot/libero/generate_scripted_demos.py --task_suite_name libero_object --task_ids '[0]' \
-  --num_demos_per_task "$DEMOS" --resolution 128 --out_dir "$OUT/data/libero_object_no_noops"
+echo "== 1/5 scripted demonstrations ($SUITE task $TASK, $DEMOS demos, 128 px)"
+"$PY" experiments/robot/libero/generate_scripted_demos.py --task_suite_name "$SUITE" --task_ids "[$TASK]" \
+  --num_demos_per_task "$DEMOS" --resolution 128 --num_workers 2 --out_dir "$OUT/data/$DATASET"
+stage_done "demos"
 
-echo "== 2/4 fine-tune the tiny preset ($STEPS steps)"
-RESUME=False
-[ -f "$RUN/training_state.pt" ] && RESUME=True
-"$PY" vla-scripts/finetune.py --vla_path tiny --data_root_dir "$OUT/data" --dataset_name libero_object_no_noops \
-  --run_root_dir "$OUT/runs" --run_id_override tiny-quickstart --num_images_in_input 2 --use_proprio True \
-  --batch_size 8 --learning_rate 5e-4 --max_steps "$STEPS" --num_steps_before_decay $((STEPS * 3 / 4)) \
-  --save_freq 200 --save_latest_checkpoint_only True --log_freq 100 --kept_tokens_log_freq 100 --resume "$RESUME"
+train() {  # train RUN_ID STEPS DECAY_AT [finetune.py flags...]: resumes when a checkpoint of the run exists
+  local run=$1 steps=$2 decay=$3
+  shift 3
+  local resume=False
+  [ -f "$OUT/runs/$run/training_state.pt" ] && resume=True
+  "$PY" vla-scripts/finetune.py --data_root_dir "$OUT/data" --dataset_name "$DATASET" --run_root_dir "$OUT/runs" \
+    --run_id_override "$run" --num_images_in_input 2 --use_proprio True --batch_size 64 --max_steps "$steps" \
+    --num_steps_before_decay "$decay" --save_freq 200 --save_latest_checkpoint_only True --log_freq 100 \
+    --num_workers 0 --resume "$resume" "$@"
+}
 
-echo "== 3/4 evaluate in LIBERO ($TRIALS episodes, with and without pruning)"
-for PRUNE in True False; do
-  "$PY" experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint "$RUN" \
-    --task_suite_name libero_object --task_ids '[0]' --num_trials_per_task "$TRIALS" --env_img_res 128 \
-    --local_log_dir "$OUT/eval" --prune_visual_tokens "$PRUNE" --run_id_note "prune_$PRUNE" \
-    --save_pruning_picture "$PRUNE"
+echo "== 2/5 stage 1: OpenVLA-OFT from scratch ($STAGE1_STEPS steps, pruning off, full fine-tuning)"
+train oft "$STAGE1_STEPS" $((STAGE1_STEPS * 5 / 7)) --vla_path libero-cpu --prune_visual_tokens False \
+  --use_lora False --learning_rate 1e-3 --lr_warmup_steps 50 --kept_tokens_log_freq 0
+stage_done "stage 1"
+
+echo "== 3/5 stage 2: LightVLA from the stage-1 checkpoint ($STAGE2_STEPS steps, pruning on, noise 1 -> 0)"
+train lightvla "$STAGE2_STEPS" $((STAGE2_STEPS * 3 / 4)) --vla_path "$OUT/runs/oft" --prune_visual_tokens True \
+  --use_lora False --reuse_heads True --learning_rate 3e-4 --kept_tokens_log_freq 25
+stage_done "stage 2"
+
+echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial states)"
+for RUN in oft lightvla; do
+  "$PY" experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint "$OUT/runs/$RUN" \
+    --task_suite_name "$SUITE" --task_ids "[$TASK]" --num_trials_per_task "$TRIALS" --env_img_res 128 \
+    --num_open_loop_steps 4 --num_workers 2 --local_log_dir "$OUT/eval"
 done
+stage_done "evaluation"
 
-echo "== 4/4 summary"
-"$PY" scripts/compare_eval_runs.py "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_True.jsonl \
-  "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_False.jsonl
-"$PY" scripts/token_statistics.py "$OUT"/eval/EVAL-libero_object-tiny-quickstart--seed7--prune_True.jsonl \
-  --plot "$OUT/eval/kept_tokens.png"
-echo "kept-patch pictures: $OUT/eval/rollouts/   training metrics: $RUN/metrics.jsonl"
+echo "== 5/5 summary"
+"$PY" scripts/compare_eval_runs.py "$OUT/eval/EVAL-$SUITE-oft--seed7.jsonl" "$OUT/eval/EVAL-$SUITE-lightvla--seed7.jsonl"
+"$PY" scripts/token_statistics.py "$OUT/eval/EVAL-$SUITE-lightvla--seed7.jsonl" --plot "$OUT/eval/kept_tokens.png"
+"$PY" scripts/training_curves.py "$OUT/runs/oft" "$OUT/runs/lightvla" --plot "$OUT/training_curves.png"
+echo "kept-patch pictures: $OUT/eval/rollouts/lightvla--seed7/"
 echo "quickstart wall time: $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"
