@@ -1,16 +1,8 @@
-"""Fine-tune a VLA with LoRA, an L1 action head and LightVLA's decaying pruning noise. The loop behind vla-scripts/finetune.py, run under torchrun:
-
-    torchrun --standalone --nnodes 1 --nproc-per-node 8 vla-scripts/finetune.py \
-        --vla_path moojink/openvla-7b-oft-finetuned-libero-object --data_root_dir datasets/libero \
-        --dataset_name libero_object_no_noops --use_l1_regression True --num_images_in_input 2 --use_proprio True \
-        --batch_size 8 --learning_rate 5e-4 --num_steps_before_decay 30000 --max_steps 40005 --lora_rank 32
-
-(plain `python vla-scripts/finetune.py ...` runs one process). Several nodes: `--nnodes N --node-rank I
---rdzv-backend c10d --rdzv-endpoint HOST:PORT` instead of `--standalone`. NCCL on GPUs, gloo on the CPU.
-
-The embedded default, `--vla_path tiny` without data on disk, first makes demonstrations with the scripted expert.
-Checkpoints are released-style policy folders, written atomically; `--resume True` continues the latest one of the
-run exactly (model, optimizer, scheduler, data order, augmentation and RNG state).
+"""The fine-tuning loop behind vla-scripts/finetune.py (command lines: its docstring and LIBERO.md): one process or
+many under torchrun (NCCL on GPUs, gloo on the CPU). Checkpoints are released-style policy folders, written
+atomically; `--resume True` continues the latest one of the run exactly (model, optimizer, scheduler, data order,
+augmentation and RNG state). The embedded default (a preset `--vla_path` without data on disk) first makes
+demonstrations with the scripted expert.
 """
 
 import json
@@ -150,11 +142,12 @@ def train(cfg: FinetuneConfig) -> dict:
             f"{n_train:,} trainable parameters, steps {start_step} -> {cfg.max_steps}"
         )
 
+    schedule = cfg.pruner_noise_schedule if cfg.prune_visual_tokens else "none"  # logs no noise when nothing is pruned
     history, kept, start_time = [], None, time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=start_step, desc="finetune", unit="step", disable=not d.main)
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
-        pruner.set_noise_scale(noise_scale(step, cfg.max_steps, cfg.pruner_noise_schedule))
+        pruner.set_noise_scale(noise_scale(step, cfg.max_steps, schedule))
         totals = {"loss": 0.0, "curr_action_l1_loss": 0.0, "next_actions_l1_loss": 0.0}
         for _ in range(cfg.grad_accumulation_steps):
             batch = to_device(next(stream), d.device, dtype)

@@ -63,6 +63,11 @@ PRUNER_TRAIN_DUPLICATES_CHOICES = ("keep", "unique")
 ACTION_READOUT_CHOICES = ("oft_aligned", "lightvla_tail")
 
 
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 def _llama_text_config(text_config: dict[str, Any] | None, pad_token_id: int) -> PretrainedConfig:
     values = dict(LLAMA_4_40_DEFAULTS)
     values.update({"pad_token_id": pad_token_id})
@@ -164,14 +169,9 @@ class OpenVLAConfig(PrismaticConfig):
         self.action_space = ActionSpace(**(action_space or {})).to_dict()
         if num_images_in_input < 1:
             raise ValueError(f"num_images_in_input must be >= 1, got {num_images_in_input}")
-        if pruner_noise not in PRUNER_NOISE_CHOICES:
-            raise ValueError(f"pruner_noise must be one of {PRUNER_NOISE_CHOICES}, got {pruner_noise!r}")
-        if pruner_train_duplicates not in PRUNER_TRAIN_DUPLICATES_CHOICES:
-            raise ValueError(
-                f"pruner_train_duplicates must be one of {PRUNER_TRAIN_DUPLICATES_CHOICES}, got {pruner_train_duplicates!r}"
-            )
-        if action_readout not in ACTION_READOUT_CHOICES:
-            raise ValueError(f"action_readout must be one of {ACTION_READOUT_CHOICES}, got {action_readout!r}")
+        check_choice("pruner_noise", pruner_noise, PRUNER_NOISE_CHOICES)
+        check_choice("pruner_train_duplicates", pruner_train_duplicates, PRUNER_TRAIN_DUPLICATES_CHOICES)
+        check_choice("action_readout", action_readout, ACTION_READOUT_CHOICES)
         self.num_images_in_input = num_images_in_input
         self.prune_visual_tokens = prune_visual_tokens
         self.pruner_noise = pruner_noise
