@@ -8,7 +8,8 @@
 #   5. success, kept visual tokens and latency side by side, kept tokens over stage-2 training, pictures.
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
-# TRIALS (10 episodes per policy), QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
+# TRIALS (10 episodes per policy), MAX_STEPS (episode length cap; default the suite's),
+# QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -19,6 +20,7 @@ DEMOS="${DEMOS:-40}"
 STAGE1_STEPS="${STAGE1_STEPS:-1800}"
 STAGE2_STEPS="${STAGE2_STEPS:-500}"
 TRIALS="${TRIALS:-10}"
+MAX_STEPS="${MAX_STEPS:-}"
 DATASET="${SUITE}_no_noops"
 START=$(date +%s)
 LAST=$START
@@ -63,7 +65,7 @@ echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial st
 for RUN in oft lightvla; do
   "$PY" experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint "$OUT/runs/$RUN" \
     --task_suite_name "$SUITE" --task_ids "[$TASK]" --num_trials_per_task "$TRIALS" --env_img_res 128 \
-    --num_open_loop_steps 4 --num_workers 2 --local_log_dir "$OUT/eval"
+    --num_open_loop_steps 4 --num_workers 2 --local_log_dir "$OUT/eval" ${MAX_STEPS:+--max_steps "$MAX_STEPS"}
 done
 stage_done "evaluation"
 

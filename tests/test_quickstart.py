@@ -1,0 +1,50 @@
+"""The README's main command, for real, with tiny numbers: every stage of scripts/quickstart.sh runs, in order, and
+a second run resumes instead of redoing work."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quickstart(out: Path) -> str:
+    env = {
+        **os.environ, "VENV": sys.prefix, "QUICKSTART_DIR": str(out), "DEMOS": "1", "STAGE1_STEPS": "4",
+        "STAGE2_STEPS": "4", "TRIALS": "1", "MAX_STEPS": "30",
+    }  # fmt: skip
+    done = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_quickstart_runs_both_stages_and_compares_them(tmp_path):
+    out = tmp_path / "qs"
+    printed = run_quickstart(out)
+    for stage in ("setup", "demos", "stage 1", "stage 2", "evaluation"):
+        assert f"[{stage}: " in printed, stage
+    stage1, stage2 = metrics(out / "runs" / "oft"), metrics(out / "runs" / "lightvla")
+    assert stage1[-1]["step"] == 4 and stage2[-1]["step"] == 4
+    assert all("kept_visual_tokens" not in r and r["noise_scale"] == 0 for r in stage1)  # OFT: no pruning, no noise
+    assert any(r.get("kept_visual_tokens") for r in stage2)  # stage 2 prunes and logs what it keeps
+    assert json.loads((out / "runs" / "lightvla" / "config.json").read_text())["prune_visual_tokens"] is True
+    for run in ("oft", "lightvla"):
+        episodes = (out / "eval" / f"EVAL-libero_object-{run}--seed7.jsonl").read_text().splitlines()
+        assert len(episodes) == 1 and json.loads(episodes[0])["task_id"] == 0
+    assert (out / "training_curves.png").stat().st_size > 0 and (out / "eval" / "kept_tokens.png").stat().st_size > 0
+    assert "quickstart wall time" in printed
+
+    weights = (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns
+    again = run_quickstart(out)  # everything finished: nothing is trained or evaluated again
+    assert (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns == weights
+    assert len((out / "eval" / "EVAL-libero_object-lightvla--seed7.jsonl").read_text().splitlines()) == 1
+    assert "quickstart wall time" in again
