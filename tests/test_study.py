@@ -1,0 +1,77 @@
+"""The study (experiments/robot/libero/study.py): its statistics, its report, and a small real run of its stages."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments.robot.libero import study
+
+
+def test_wilson_interval_matches_the_closed_form():
+    # 5/10: p = 0.5, z = 1.96 -> centre 0.5, half width 1.96 * sqrt(0.025 + 0.0096) / 1.384 = 0.2634
+    low, high = study.wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert study.wilson_interval(0, 20)[0] == 0.0 and 0.1 < study.wilson_interval(0, 20)[1] < 0.2
+    assert study.wilson_interval(20, 20)[1] == 1.0
+
+
+def test_config_reads_tasks_and_names_the_joint_dataset():
+    cfg = study.StudyConfig(tasks=["libero_object:0", "libero_spatial:0", "libero_object:1"])
+    assert cfg.suites == {"libero_object": [0, 1], "libero_spatial": [0]}
+    assert cfg.dataset_name == "libero_object_no_noops+libero_spatial_no_noops"
+    with pytest.raises(ValueError, match="suite:task_id"):
+        study.StudyConfig(tasks=["libero_object"])
+    quick = study.StudyConfig(quick=True)
+    assert quick.stage1_steps < study.StudyConfig().stage1_steps and quick.trials_per_task == 2
+
+
+def episode(task_id, success, kept):
+    return {"suite": "libero_object", "task_id": task_id, "task": f"t{task_id}", "success": success, "kept_tokens": kept}
+
+
+def test_table_report_and_figures(tmp_path):
+    cfg = study.StudyConfig(out_dir=tmp_path, tasks=["libero_object:0", "libero_object:1"])
+    results = {
+        "lightvla": [episode(0, True, [10, 12]), episode(0, False, [14]), episode(1, True, [20, 22])],
+        "oft": [episode(0, True, None), episode(1, False, None)],
+    }
+    table = study.tabulate(results, num_patches=128)
+    assert table["lightvla"]["all"]["successes"] == 2 and table["lightvla"]["all"]["episodes"] == 3
+    assert table["lightvla"]["libero_object:0"]["kept_mean"] == pytest.approx(12.0)
+    assert table["lightvla"]["all"]["kept_sd"] == pytest.approx(np.std([10, 12, 14, 20, 22]))
+    assert table["oft"]["all"]["kept_mean"] == 128.0  # no pruning: every patch
+    speed = {n: {"gflops": g, "latency_ms": m, "flops_x": g / 2, "latency_x": m / 40} for n, g, m in
+             (("lightvla", 1.0, 20.0), ("oft", 2.0, 40.0))}  # fmt: skip
+    study.write_report(cfg, table, speed, {"demos": 60.0, "training": 3000.0})
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["results"]["lightvla"]["all"]["ci95"] == list(study.wilson_interval(2, 3))
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| lightvla | all | 2/3 = 67% (21%–94%) | 15.6 ± 4.6 | 1.00 (0.50×) | 20.0 (0.50×) |" in markdown
+    assert "Wall time 0.85 h (demos 1 min, training 50 min)" in markdown
+
+
+@pytest.mark.slow
+def test_stages_run_and_resume(tmp_path, monkeypatch):
+    """Every stage for real on one task with tiny numbers; a second call redoes nothing."""
+    monkeypatch.setattr("prismatic.vla.datasets.statistics.CACHE_DIR", tmp_path / "cache")
+    cfg = study.StudyConfig(
+        out_dir=tmp_path, tasks=["libero_object:0"], demos_per_task=1, demo_resolution=64, stage1_steps=3,
+        stage2_steps=2, batch_size=4, trials_per_task=1, num_workers=1, max_episode_steps=6, latency_repeats=1,
+    )  # fmt: skip
+    first = study.run_study(cfg)
+    rows = first["results"]
+    assert set(rows) == {*study.SETTINGS, *study.BASELINES}
+    assert all(rows[name]["all"]["episodes"] == 1 for name in rows)
+    budget = rows["random_k"]["all"]["kept_mean"]
+    assert budget == pytest.approx(round(rows["lightvla"]["all"]["kept_mean"]))  # baselines at LightVLA's budget
+    assert first["efficiency"]["oft"]["flops_x"] == 1.0 and first["efficiency"]["lightvla"]["flops_x"] < 1.0
+    for name in ("results.json", "results.md", "figures/kept_tokens_vs_step.png", "figures/success_vs_kept_tokens.png",
+                 "figures/kept_tokens_per_task.png"):  # fmt: skip
+        assert (tmp_path / name).exists(), name
+    trained = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/config.json")}
+    evaluated = sorted((tmp_path / "eval").glob("EVAL-*.jsonl"))
+    lines = {p: p.read_text() for p in evaluated}
+    study.run_study(cfg)  # resumes: nothing retrained, nothing re-evaluated
+    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/config.json")} == trained
+    assert {p: p.read_text() for p in evaluated} == lines
