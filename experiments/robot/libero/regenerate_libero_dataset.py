@@ -12,7 +12,6 @@ Also writes `{suite}_metainfo.json` (success and initial state per demo), usable
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.robot.libero import libero_utils as lu
+from prismatic.files import write_text_atomic
 from prismatic.vla.datasets import libero_hdf5
 
 
@@ -103,12 +103,6 @@ def regenerate_task(cfg: RegenerateConfig, task: lu.LiberoTask, metainfo: dict) 
     return kept, len(names)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    staging = path.with_name(path.name + ".partial")
-    staging.write_text(json.dumps(payload))
-    os.replace(staging, path)
-
-
 @draccus.wrap()
 def main(cfg: RegenerateConfig) -> dict:
     target_dir = Path(cfg.libero_target_dir)
@@ -125,7 +119,7 @@ def main(cfg: RegenerateConfig) -> dict:
             print(f"[skip] task {task_id} already regenerated")
             continue
         counts[task.name] = regenerate_task(cfg, task, metainfo)
-        write_json_atomic(metainfo_path, metainfo)
+        write_text_atomic(metainfo_path, json.dumps(metainfo))
         kept, total = counts[task.name]
         print(f"task {task_id}: kept {kept}/{total} demos after replay ({task.language})")
     if counts:

@@ -31,6 +31,8 @@ from typing import Optional
 
 import numpy as np
 
+from prismatic.files import write_text_atomic
+
 SUITE_DATASET = "{suite}_no_noops"
 SETTINGS = {  # stage-2 runs: name -> (pruning, noise distribution, noise schedule)
     "lightvla": (True, "uniform", "decay"),
@@ -282,7 +284,7 @@ def tabulate(results: dict[str, list[dict]], num_patches: int) -> dict[str, dict
 def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, float]) -> None:
     payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
                "wall_seconds": wall, "results": table, "efficiency": speed}  # fmt: skip
-    write_atomic(cfg.out_dir / "results.json", json.dumps(payload, indent=1))
+    write_text_atomic(cfg.out_dir / "results.json", json.dumps(payload, indent=1))
     lines = [
         f"# LightVLA study on `{cfg.preset}` ({', '.join(cfg.tasks)}; {cfg.trials_per_task} episodes per task)",
         "",
@@ -299,14 +301,7 @@ def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, flo
             lines.append(f"| {name if task == 'all' else ''} | {task} | {ci} | {kept} | {flops} | {latency} |")
     stages = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in wall.items())
     lines += ["", f"Wall time {sum(wall.values()) / 3600:.2f} h ({stages}). Figures: `figures/`."]
-    write_atomic(cfg.out_dir / "results.md", "\n".join(lines) + "\n")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    staging.write_text(text)
-    staging.replace(path)
+    write_text_atomic(cfg.out_dir / "results.md", "\n".join(lines) + "\n")
 
 
 def figures(cfg: StudyConfig, results: dict[str, list[dict]], table: dict) -> None:
@@ -347,7 +342,7 @@ class StageClock:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.start
         self.start = now
-        write_atomic(self.path, json.dumps(self.seconds, indent=1))
+        write_text_atomic(self.path, json.dumps(self.seconds, indent=1))
 
 
 def run_study(cfg: StudyConfig) -> dict:
