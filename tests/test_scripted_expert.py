@@ -8,7 +8,10 @@ from experiments.robot.libero import libero_utils as lu
 from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, generate_task, rollout
 from experiments.robot.libero.regenerate_libero_dataset import RegenerateConfig, regenerate_task, replay_demo
 from experiments.robot.libero.scripted_expert import (
+    CLOSE,
     MAX_GRIPPER_SPAN,
+    OPEN,
+    ExpertConfig,
     ScriptedExpert,
     UnsupportedTask,
     goal_subtasks,
@@ -73,6 +76,12 @@ def test_generated_file_has_the_libero_layout(scripted_demo_root):
             assert np.issubdtype(demo[key].dtype, dtype), key
             assert all(a == b for a, b in zip(demo[key].shape, shape) if b is not None), (key, demo[key].shape)
         assert demo["dones"][-1] == 1 and demo["dones"][:-1].sum() == 0
+        # the release is recorded to its end, not cut where LIBERO first reports success: a policy must see the
+        # fingers open for more than a couple of frames to learn when to let go
+        for name in ("demo_0", "demo_1"):
+            gripper = f[f"data/{name}/actions"][:, -1]
+            last_close = np.flatnonzero(gripper == CLOSE)[-1]
+            assert len(gripper) - 1 - last_close >= ExpertConfig().grip_steps, name
         assert demo["obs/agentview_rgb"][0].std() > 5  # a real rendering, not a blank frame
         # the arm starts in a different pose in each demo, as in the official initial states (flattened sim state:
         # time, then qpos with the 7 arm joints first)

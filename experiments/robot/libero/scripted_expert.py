@@ -188,6 +188,11 @@ class ScriptedExpert:
         error = (self.target_orientation * Rotation.from_quat(quat).inv()).as_rotvec()
         return np.clip(self.cfg.rot_gain * error / MAX_ROT_STEP, -1.0, 1.0)
 
+    @property
+    def placing(self) -> bool:
+        """Lowering or letting go of an object: the task may already count as done, the demonstration is not."""
+        return self.phase in (Phase.LOWER, Phase.RELEASE)
+
     def act(self, obs: dict) -> np.ndarray:
         eef = np.asarray(obs["robot0_eef_pos"], dtype=np.float64)
         if self.phase is Phase.DONE:
