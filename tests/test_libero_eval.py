@@ -65,6 +65,25 @@ def test_resume_runs_exactly_the_missing_episodes(tmp_path, monkeypatch, num_wor
     assert ev.evaluate(cfg) and len(asked) == 4  # run again: nothing left to do
 
 
+def test_resume_refuses_results_made_with_other_settings(tmp_path, monkeypatch):
+    """Episodes executed with 4 actions per query must not be counted with ones executed with 1."""
+    cfg = ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", task_ids=[0], num_trials_per_task=2,
+                            local_log_dir=str(tmp_path), num_open_loop_steps=4)  # fmt: skip
+
+    def driver(cfg, specs, on_result):
+        for spec in specs[:1]:  # interrupted after one episode
+            on_result(ev.EpisodeResult(spec.suite, spec.task_id, "t0", spec.trial, success=True))
+
+    monkeypatch.setattr(ev, "run_sequential", driver)
+    ev.evaluate(cfg)
+    cfg.num_open_loop_steps = 1
+    with pytest.raises(ValueError, match=r"num_open_loop_steps: 4 then, 1 now.*--run_id_note"):
+        ev.evaluate(cfg)
+    assert len(cfg.results_path.read_text().splitlines()) == 1  # nothing added to the old results
+    cfg.num_open_loop_steps = 4
+    assert len(ev.evaluate(cfg)) == 2  # the same settings resume
+
+
 @pytest.mark.slow
 def test_evaluation_writes_results_and_resumes(tmp_path, checkpoint):
     cfg = eval_config(tmp_path, checkpoint, save_rollout_video=True)

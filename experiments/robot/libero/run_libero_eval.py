@@ -184,6 +184,32 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
     return done
 
 
+# the settings that change what an episode does: results made under other values must not be resumed into
+OUTCOME_SETTINGS = (
+    "policy", "pretrained_checkpoint", "num_open_loop_steps", "max_steps", "num_steps_wait", "env_img_res",
+    "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
+    "action_readout", "initial_states_path", "unnorm_key",
+)  # fmt: skip
+
+
+def check_resume_settings(cfg: GenerateConfig, path: Path, resuming: bool) -> None:
+    """Record the settings beside the results; refuse to add episodes to results made with other settings."""
+    from prismatic.files import write_text_atomic
+
+    settings = {key: getattr(cfg, key) for key in OUTCOME_SETTINGS}
+    settings_path = path.with_suffix(".settings.json")
+    if resuming and settings_path.exists():
+        earlier = json.loads(settings_path.read_text())
+        changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+        if changed:
+            listed = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{path} holds episodes evaluated with other settings ({listed}). Resuming would mix them: pass "
+                "--run_id_note (or another --local_log_dir) for a new results file, or delete the old one."
+            )
+    write_text_atomic(settings_path, json.dumps(settings, indent=1) + "\n")
+
+
 def append_record(path: Path, record: dict) -> None:
     """One line per episode, flushed to disk before the next starts: a killed run loses at most the episode in
     flight."""
@@ -322,6 +348,7 @@ def evaluate(cfg: GenerateConfig) -> list[dict]:
 
     path = cfg.results_path
     done = finished_episodes(path)
+    check_resume_settings(cfg, path, resuming=bool(done))
     specs = [s for s in planned_episodes(cfg) if (s.task_id, s.trial) not in done]
     print(
         f"[eval] {cfg.task_suite_name}: {len(done)} episode(s) already in {path}, {len(specs)} to run "

@@ -56,7 +56,7 @@ class StudyConfig:
     stage1_steps: int = 3000                    # OpenVLA-OFT from scratch, every parameter, learning rate 1e-3
     stage2_steps: int = 400                     # every stage-2 setting, learning rate 3e-4, heads continued
     trials_per_task: int = 20
-    num_open_loop_steps: int = 4                # actions executed per policy query in evaluation
+    num_open_loop_steps: int = 1                # actions executed per policy query (replanning every step: README)
     max_episode_steps: Optional[int] = None     # default: the suite's (upstream TASK_MAX_STEPS); smoke tests only
     num_workers: int = 2                        # simulator processes (and demo-generation processes)
     latency_repeats: int = 20
