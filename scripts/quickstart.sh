@@ -4,7 +4,7 @@
 #   2. stage 1: OpenVLA-OFT (the libero-cpu preset, pruning off) trained from scratch, every parameter;
 #   3. stage 2: LightVLA from the stage-1 checkpoint: pruning on, selection noise decaying 1 -> 0; the action head
 #      and proprio projector are carried over from stage 1 (fresh heads, as upstream, measured worse here: README);
-#   4. both policies evaluated in LIBERO from the official initial states (2 simulator workers);
+#   4. both policies evaluated in LIBERO from the official initial states (2 simulator workers, a query every step);
 #   5. success, kept visual tokens and latency side by side, kept tokens over stage-2 training, pictures.
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
@@ -65,7 +65,7 @@ echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial st
 for RUN in oft lightvla; do
   "$PY" experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint "$OUT/runs/$RUN" \
     --task_suite_name "$SUITE" --task_ids "[$TASK]" --num_trials_per_task "$TRIALS" --env_img_res 128 \
-    --num_open_loop_steps 4 --num_workers 2 --local_log_dir "$OUT/eval" ${MAX_STEPS:+--max_steps "$MAX_STEPS"}
+    --num_open_loop_steps 1 --num_workers 2 --local_log_dir "$OUT/eval" ${MAX_STEPS:+--max_steps "$MAX_STEPS"}
 done
 stage_done "evaluation"
 
