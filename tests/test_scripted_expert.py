@@ -10,7 +10,6 @@ from experiments.robot.libero.regenerate_libero_dataset import RegenerateConfig,
 from experiments.robot.libero.scripted_expert import (
     CLOSE,
     MAX_GRIPPER_SPAN,
-    OPEN,
     ExpertConfig,
     ScriptedExpert,
     UnsupportedTask,
