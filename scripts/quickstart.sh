@@ -58,7 +58,7 @@ stage_done "stage 1"
 
 echo "== 3/5 stage 2: LightVLA from the stage-1 checkpoint ($STAGE2_STEPS steps, pruning on, noise 1 -> 0)"
 train lightvla "$STAGE2_STEPS" $((STAGE2_STEPS * 3 / 4)) --vla_path "$OUT/runs/oft" --prune_visual_tokens True \
-  --use_lora False --reuse_heads True --learning_rate 3e-4 --kept_tokens_log_freq 25
+  --use_lora False --reuse_heads True --learning_rate 1e-4 --kept_tokens_log_freq 25
 stage_done "stage 2"
 
 echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial states)"

@@ -157,7 +157,8 @@ def resize_image_for_policy(image: np.ndarray, size: int) -> np.ndarray:
 # --- crops ------------------------------------------------------------------------------------------------------------
 def to_float(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 in [0, 1], as ``tf.image.convert_image_dtype``."""
-    return torch.from_numpy(np.ascontiguousarray(image)).float() * torch.tensor(f32(1 / 255))
+    # torch.tensor copies, so read-only arrays (memory-mapped or cached frames) convert without a warning.
+    return torch.tensor(image, dtype=torch.float32) * torch.tensor(f32(1 / 255))
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
