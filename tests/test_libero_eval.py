@@ -189,3 +189,11 @@ def test_bad_pruner_flags_are_refused(tmp_path, checkpoint):
         eval_config(tmp_path, checkpoint, visual_token_pruner="sparsevlm", visual_token_budget=30)
     with pytest.raises(ValueError, match="needs a token budget"):
         eval_config(tmp_path, checkpoint, visual_token_pruner="fastv")
+
+
+def test_count_weighting_flag_reaches_the_policy_and_gets_its_own_results_file(tmp_path, checkpoint):
+    plain = eval_config(tmp_path, checkpoint)
+    counted = eval_config(tmp_path, checkpoint, pruner_eval_duplicates="count")
+    assert counted.results_path != plain.results_path and counted.results_path.name.endswith("--duplicates-count.jsonl")
+    assert ev.VLAPolicy(counted).policy.vla.pruner.eval_duplicates == "count"
+    assert ev.VLAPolicy(plain).policy.vla.pruner.eval_duplicates == "once"  # as the checkpoint says

@@ -254,3 +254,21 @@ def test_unique_training_slots_show_each_pick_once():
         assert sorted(out.position_ids[b, 1 : 1 + P][visible].tolist()) == (1 + torch.unique(picks[b])).tolist()
     with pytest.raises(ValueError, match="train_duplicates"):
         TokenPruner(train_duplicates="drop")
+
+
+def test_count_weighting_biases_each_kept_patch_by_the_log_of_its_picks():
+    tokens, positions, mask = make_sequence()
+    mask[1, -3:] = False  # right padding in the task segment of one sample
+    picks = reference_picks(tokens, mask)
+    once = TokenPruner().eval()(tokens, positions, mask, patch_start=1, num_patches=P)
+    counted = TokenPruner(eval_duplicates="count").eval()(tokens, positions, mask, patch_start=1, num_patches=P)
+    assert once.key_bias is None
+    torch.testing.assert_close(counted.tokens, once.tokens)  # the same patches are kept
+    for b in range(B):
+        kept = torch.unique(picks[b])
+        expected = torch.tensor([math.log(int((picks[b] == j).sum())) for j in kept])
+        slots = counted.key_bias[b, 1 : 1 + len(kept)]
+        torch.testing.assert_close(slots, expected.float())
+        assert counted.key_bias[b, 1 + len(kept) :].abs().sum() == 0 and counted.key_bias[b, 0] == 0
+    with pytest.raises(ValueError, match="eval_duplicates"):
+        TokenPruner(eval_duplicates="twice")

@@ -40,6 +40,7 @@ class DeployConfig:
 
     prune_visual_tokens: Optional[bool] = None      # None: as the checkpoint says
     action_readout: Optional[str] = None            # oft_aligned | lightvla_tail
+    pruner_eval_duplicates: Optional[str] = None    # once | count; None: as the checkpoint says
     visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv
     visual_token_budget: Optional[int] = None
     fastv_layer: int = 2
@@ -68,6 +69,7 @@ def build_server_state(cfg: DeployConfig):
     policy = load_inference_policy(
         cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
         cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
+        pruner_eval_duplicates=cfg.pruner_eval_duplicates,
     )  # fmt: skip
     unnorm_key = resolve_unnorm_key(policy.vla.norm_stats, cfg.unnorm_key or None)
     return ServerState(policy, unnorm_key, cfg.center_crop, cfg.max_batch_size, cfg.pretrained_checkpoint)

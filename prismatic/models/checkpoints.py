@@ -212,8 +212,12 @@ def load_policy(
         proprio = load_proprio_projector(proprio_file).to(device, dtype).eval()
     processor = PrismaticProcessor.from_pretrained(folder)
     size = vla.vision_backbone.image_size
+    pruning = "off (OpenVLA-OFT)"
+    if settings["prune_visual_tokens"]:
+        weighted = vla.config.pruner_eval_duplicates == "count"
+        pruning = f"on (LightVLA{', kept patches weighted by their picks' if weighted else ''})"
     print(
-        f"[policy] {path_or_id}: pruning {'on (LightVLA)' if settings['prune_visual_tokens'] else 'off (OpenVLA-OFT)'}, "
+        f"[policy] {path_or_id}: pruning {pruning}, "
         f"action read-out {settings['action_readout']} (from {source}); {vla.get_num_images_in_input()} image(s) at "
         f"{size} px through upstream's image pipeline (JPEG round trip + lanczos3 to {size} px, then the 90% center "
         f"crop unless disabled); {dtype} on {device}"

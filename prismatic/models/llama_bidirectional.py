@@ -6,7 +6,8 @@ attention is computed in our own code from the stock modules' weights (q/k/v/o p
 embedding), so any current transformers release works and peft's LoRA wrappers on those projections still apply.
 
 Attention: every query sees every key whose ``attention_mask`` is True (key-side padding mask), with RoPE from
-explicit ``position_ids`` that may have gaps (pruned patches) or repeats (train-mode pruning).
+explicit ``position_ids`` that may have gaps (pruned patches) or repeats (train-mode pruning); an optional per-key
+bias is added to the attention logits (a kept patch that stands for several picks, ``pruning.count_bias``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def bidirectional_llama_forward(
     attention_mask: torch.Tensor | None,
     output_hidden_states: bool = False,
     prune_after: tuple[int, LayerSelect] | None = None,
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
     """Run ``LlamaModel`` layers bidirectionally.
 
@@ -103,13 +105,16 @@ def bidirectional_llama_forward(
 
     ``prune_after=(K, select)`` shortens the sequence after the first K layers (FastV): ``select`` gets the hidden
     states, positions, mask and a callable for layer K's attention weights, and returns the kept sequence, which the
-    remaining layers run on (hidden states collected after that point are shorter).
+    remaining layers run on (hidden states collected after that point are shorter). ``key_bias`` (B, S) is added to
+    every query's logit of each key (not with ``prune_after``).
     """
+    if key_bias is not None and prune_after is not None:
+        raise ValueError("key_bias applies to the input sequence; it cannot be combined with prune_after")
     hidden = inputs_embeds
     cos, sin = llama.rotary_emb(hidden, position_ids)  # (B, S, hd) each
     # None: no padding (also what FLOP counting on the meta device passes, where masks cannot be inspected)
     mask = attention_mask.bool() if attention_mask is not None else None
-    key_mask = _key_mask(mask)
+    key_mask = _key_mask(mask, key_bias, hidden.dtype)
     collected = [hidden] if output_hidden_states else None
     prune_layer, select = prune_after if prune_after is not None else (-1, None)
     for index, layer in enumerate(llama.layers, start=1):
@@ -135,8 +140,14 @@ def bidirectional_llama_forward(
     return hidden, (tuple(collected) if collected is not None else None)
 
 
-def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, S) bool -> (B, 1, 1, S) for SDPA (True = attend), or None when nothing is masked."""
+def _key_mask(
+    mask: torch.Tensor | None, bias: torch.Tensor | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor | None:
+    """(B, S) bool [+ (B, S) bias] -> (B, 1, 1, S) for SDPA: bool (True = attend) without a bias, else the additive
+    float mask (bias, -inf on masked keys); None when nothing is masked or biased."""
+    if bias is not None:
+        bias = bias.to(dtype)
+        return (bias if mask is None else bias.masked_fill(~mask, float("-inf")))[:, None, None, :]
     if mask is None or (mask.device.type != "meta" and bool(mask.all())):
         return None
     return mask[:, None, None, :]

@@ -22,6 +22,10 @@ picks its best patch.
   so RoPE distances to the task tokens are preserved). Samples of a batch may keep different numbers of patches: the
   kept patches are packed to the front of the patch segment and the rest of the segment is padding that the
   attention mask hides, so a batch gives the same result as each sample alone.
+  ``eval_duplicates="count"`` lets a kept patch count as often as queries picked it: its attention logit as a key
+  is raised by log(count) (``PrunedSequence.key_bias``). n identical copies of a key at one position are attended
+  exactly like one copy with +log(n), and copies stay identical through every layer, so this is the computation of
+  training with ``keep`` at noise 0 on the pruned sequence; ``"once"`` (upstream) attends each kept patch once.
 
 The pruner never changes positions outside the patch segment, so a task position ``i`` of the input sits at
 ``i - num_patches + result.num_patch_slots`` afterwards (``PrunedSequence.shift_task_positions``).
@@ -40,6 +44,7 @@ from torch import nn
 
 NOISE_DISTRIBUTIONS = ("uniform", "gumbel")
 TRAIN_DUPLICATES = ("keep", "unique")
+EVAL_DUPLICATES = ("once", "count")
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -78,6 +83,7 @@ class PrunedSequence:
     attention_mask: torch.Tensor  # (B, S') bool
     num_patch_slots: int  # length of the patch segment after pruning
     num_patches: int  # length of the patch segment before pruning
+    key_bias: torch.Tensor | None = None  # (B, S') added to every query's attention logit of that key, or None
 
     def shift_task_positions(self, positions: torch.Tensor) -> torch.Tensor:
         """Map sequence positions after the patch segment from the input sequence to the pruned one."""
@@ -93,6 +99,17 @@ def _splice(sequence: tuple, new_segment: tuple, patch_start: int, num_patches: 
     return PrunedSequence(tokens, positions, mask, new_segment[0].shape[1], num_patches)
 
 
+def kept_order(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, P) bool -> the patch index of every slot of the pruned segment (B, K) and whether the slot is real (B, K).
+
+    A stable sort puts kept patches first, in their original order; slots past a sample's count are padding.
+    """
+    counts = keep.sum(-1)
+    slots = int(counts.max())
+    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :slots]
+    return order, torch.arange(slots, device=keep.device)[None, :] < counts[:, None]
+
+
 def keep_patches(sequence: tuple, keep: torch.Tensor, patch_start: int) -> tuple[PrunedSequence, PruningStats]:
     """Drop the patches where ``keep`` (B, P) is False from (tokens, position_ids, attention_mask).
 
@@ -104,10 +121,7 @@ def keep_patches(sequence: tuple, keep: torch.Tensor, patch_start: int) -> tuple
     num_patches = keep.shape[1]
     end = patch_start + num_patches
     counts = keep.sum(-1)
-    slots = int(counts.max())
-    # Stable sort puts kept patches first, in their original order; slots past a sample's count are padding.
-    order = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices[:, :slots]  # (B, K)
-    valid = torch.arange(slots, device=keep.device)[None, :] < counts[:, None]
+    order, valid = kept_order(keep)
 
     patches = torch.gather(tokens[:, patch_start:end], 1, order[..., None].expand(-1, -1, tokens.shape[-1]))
     new_pos = torch.gather(position_ids[:, patch_start:end], 1, order)
@@ -116,28 +130,43 @@ def keep_patches(sequence: tuple, keep: torch.Tensor, patch_start: int) -> tuple
     return _splice(sequence, (patches, new_pos, new_mask), patch_start, num_patches), stats
 
 
+def count_bias(counts: torch.Tensor, pruned: PrunedSequence, patch_start: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S') key bias: log(picks) on each kept patch slot, 0 everywhere else (padding slots are masked anyway)."""
+    order, valid = kept_order(counts > 0)
+    slot_bias = counts.gather(1, order).clamp_min(1).to(dtype).log() * valid
+    bias = torch.zeros(pruned.tokens.shape[:2], dtype=dtype, device=counts.device)
+    bias[:, patch_start : patch_start + order.shape[1]] = slot_bias
+    return bias
+
+
 class TokenPruner(nn.Module):
     """Parameter-free query-based visual token selection (LightVLA, arXiv 2509.12594)."""
 
     # Pruners that act inside the LLM (FastV) set this to the number of decoder layers run on the full sequence.
     prune_after_layer = 0
 
-    def __init__(self, enabled: bool = True, noise: str = "uniform", train_duplicates: str = "keep") -> None:
+    def __init__(
+        self, enabled: bool = True, noise: str = "uniform", train_duplicates: str = "keep", eval_duplicates: str = "once"
+    ) -> None:
         super().__init__()
-        if noise not in NOISE_DISTRIBUTIONS:
-            raise ValueError(f"noise must be one of {NOISE_DISTRIBUTIONS}, got {noise!r}")
-        if train_duplicates not in TRAIN_DUPLICATES:
-            raise ValueError(f"train_duplicates must be one of {TRAIN_DUPLICATES}, got {train_duplicates!r}")
+        for name, value, choices in (
+            ("noise", noise, NOISE_DISTRIBUTIONS),
+            ("train_duplicates", train_duplicates, TRAIN_DUPLICATES),
+            ("eval_duplicates", eval_duplicates, EVAL_DUPLICATES),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         self.enabled = enabled
         self.noise = noise
         self.train_duplicates = train_duplicates
+        self.eval_duplicates = eval_duplicates
         self.noise_scale: float | None = None
         self.last_stats: PruningStats | None = None
 
     def extra_repr(self) -> str:
         return (
             f"enabled={self.enabled}, noise={self.noise!r}, noise_scale={self.noise_scale}, "
-            f"train_duplicates={self.train_duplicates!r}"
+            f"train_duplicates={self.train_duplicates!r}, eval_duplicates={self.eval_duplicates!r}"
         )
 
     def set_noise_scale(self, noise_scale: float | None) -> None:
@@ -208,7 +237,10 @@ class TokenPruner(nn.Module):
 
     def _select_eval(self, tokens, position_ids, attention_mask, patch_start, num_patches, score) -> PrunedSequence:
         picks = score.argmax(-1)  # (B, P)
-        keep = torch.zeros(tokens.shape[0], num_patches, dtype=torch.bool, device=tokens.device)
-        keep.scatter_(1, picks, True)  # union of every query's pick
+        counts = torch.zeros(tokens.shape[0], num_patches, dtype=torch.long, device=tokens.device)
+        counts.scatter_add_(1, picks, torch.ones_like(picks))  # queries that picked each patch
+        keep = counts > 0  # union of every query's pick
         pruned, self.last_stats = keep_patches((tokens, position_ids, attention_mask), keep, patch_start)
+        if self.eval_duplicates == "count":
+            pruned.key_bias = count_bias(counts, pruned, patch_start, tokens.dtype)
         return pruned

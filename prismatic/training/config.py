@@ -55,6 +55,7 @@ class FinetuneConfig:
     pruner_noise: str = "uniform"                   # uniform (upstream code) | gumbel (the paper's text)
     pruner_noise_schedule: str = "decay"            # decay: 1 -> 0 over the run (LightVLA) | fixed: 1 | none: 0
     pruner_train_duplicates: str = "keep"           # keep (upstream) | unique: slots repeating a pick are masked
+    pruner_eval_duplicates: str = "once"            # recorded for inference: once (upstream) | count (= training, keep)
     kept_tokens_log_freq: int = 100                 # measure kept visual tokens in eval mode every N steps
     stop_at_step: Optional[int] = None              # save and stop after this step (time-limited jobs; then --resume)
 

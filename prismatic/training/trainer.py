@@ -45,6 +45,7 @@ def load_model(cfg: FinetuneConfig, device: torch.device):
         "prune_visual_tokens": cfg.prune_visual_tokens,
         "pruner_noise": cfg.pruner_noise,
         "pruner_train_duplicates": cfg.pruner_train_duplicates,
+        "pruner_eval_duplicates": cfg.pruner_eval_duplicates,
     }
     if cfg.vla_path in PRESETS:
         config = make_config(cfg.vla_path, num_images_in_input=cfg.num_images_in_input, **overrides)

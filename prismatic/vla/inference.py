@@ -46,6 +46,7 @@ def load_inference_policy(
     visual_token_budget: int | None = None,
     fastv_layer: int = 2,
     seed: int = 0,
+    pruner_eval_duplicates: str | None = None,
 ) -> Policy:
     """A checkpoint (folder or Hub id) ready for inference on the GPU when there is one (bf16), else the CPU (fp32).
 
@@ -57,6 +58,8 @@ def load_inference_policy(
         overrides["action_readout"] = action_readout
     if prune_visual_tokens is not None:
         overrides["prune_visual_tokens"] = prune_visual_tokens
+    if pruner_eval_duplicates is not None:
+        overrides["pruner_eval_duplicates"] = pruner_eval_duplicates
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(
         checkpoint, device, num_images_in_input=num_images_in_input, use_proprio=use_proprio, **overrides

@@ -44,6 +44,7 @@ class GenerateConfig:
     load_in_4bit: bool = False
     action_readout: Optional[str] = None            # oft_aligned | lightvla_tail (parity with released LightVLA)
     prune_visual_tokens: Optional[bool] = None      # None: as the checkpoint says
+    pruner_eval_duplicates: Optional[str] = None    # once | count (a kept patch weighs as its picks); None: checkpoint's
     visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv (training-free)
     visual_token_budget: Optional[int] = None       # patches the baselines keep (LightVLA chooses its own count)
     fastv_layer: int = 2                            # FastV: decoder layers run on every token before pruning
@@ -91,7 +92,8 @@ class GenerateConfig:
         if pruner is not None:  # results of different pruners must never share (and resume from) one file
             pruner += f"{self.visual_token_budget}" if self.visual_token_budget is not None else ""
             pruner += f"-k{self.fastv_layer}" if self.visual_token_pruner == "fastv" else ""
-        parts = [source, f"seed{self.seed}", pruner, self.run_id_note]
+        duplicates = self.pruner_eval_duplicates and f"duplicates-{self.pruner_eval_duplicates}"
+        parts = [source, f"seed{self.seed}", pruner, duplicates, self.run_id_note]
         return "--".join(p for p in parts if p)
 
     @property
@@ -110,6 +112,7 @@ class VLAPolicy:
         self.policy = load_inference_policy(
             cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
             cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
+            pruner_eval_duplicates=cfg.pruner_eval_duplicates,
         )  # fmt: skip
         self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
         self.center_crop = cfg.center_crop
@@ -188,7 +191,7 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
 OUTCOME_SETTINGS = (
     "policy", "pretrained_checkpoint", "num_open_loop_steps", "max_steps", "num_steps_wait", "env_img_res",
     "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
-    "action_readout", "initial_states_path", "unnorm_key",
+    "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key",
 )  # fmt: skip
 
 

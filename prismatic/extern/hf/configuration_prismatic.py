@@ -60,6 +60,7 @@ LLAMA_4_40_DEFAULTS: dict[str, Any] = {
 
 PRUNER_NOISE_CHOICES = ("uniform", "gumbel")
 PRUNER_TRAIN_DUPLICATES_CHOICES = ("keep", "unique")
+PRUNER_EVAL_DUPLICATES_CHOICES = ("once", "count")
 ACTION_READOUT_CHOICES = ("oft_aligned", "lightvla_tail")
 
 
@@ -160,6 +161,7 @@ class OpenVLAConfig(PrismaticConfig):
         prune_visual_tokens: bool = True,
         pruner_noise: str = "uniform",
         pruner_train_duplicates: str = "keep",
+        pruner_eval_duplicates: str = "once",
         action_readout: str = "oft_aligned",
         empty_token_id: int = LLAMA2_EMPTY_TOKEN_ID,
         **kwargs: Any,
@@ -171,11 +173,13 @@ class OpenVLAConfig(PrismaticConfig):
             raise ValueError(f"num_images_in_input must be >= 1, got {num_images_in_input}")
         check_choice("pruner_noise", pruner_noise, PRUNER_NOISE_CHOICES)
         check_choice("pruner_train_duplicates", pruner_train_duplicates, PRUNER_TRAIN_DUPLICATES_CHOICES)
+        check_choice("pruner_eval_duplicates", pruner_eval_duplicates, PRUNER_EVAL_DUPLICATES_CHOICES)
         check_choice("action_readout", action_readout, ACTION_READOUT_CHOICES)
         self.num_images_in_input = num_images_in_input
         self.prune_visual_tokens = prune_visual_tokens
         self.pruner_noise = pruner_noise
         self.pruner_train_duplicates = pruner_train_duplicates
+        self.pruner_eval_duplicates = pruner_eval_duplicates
         self.action_readout = action_readout
         self.empty_token_id = empty_token_id
         super().__init__(**kwargs)

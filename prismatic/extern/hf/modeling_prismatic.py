@@ -196,6 +196,7 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
             enabled=getattr(config, "prune_visual_tokens", False),
             noise=getattr(config, "pruner_noise", "uniform"),
             train_duplicates=getattr(config, "pruner_train_duplicates", "keep"),
+            eval_duplicates=getattr(config, "pruner_eval_duplicates", "once"),
         )
         self.vocab_size = config.text_config.vocab_size
         self.post_init()
@@ -387,7 +388,8 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         if not layer:
             pruned = self.pruner(tokens, positions, mask, patch_start=1, num_patches=n_patches)
             hidden, all_hidden = bidirectional_llama_forward(
-                llama, pruned.tokens, pruned.position_ids, pruned.attention_mask, output_hidden_states
+                llama, pruned.tokens, pruned.position_ids, pruned.attention_mask, output_hidden_states,
+                key_bias=pruned.key_bias,
             )
             return hidden, all_hidden, pruned
         kept = []
