@@ -12,6 +12,7 @@ from typing import Any
 from transformers import PretrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
+from prismatic.models.pruning import EVAL_DUPLICATES, NOISE_DISTRIBUTIONS, TRAIN_DUPLICATES
 from prismatic.vla.constants import LLAMA2_EMPTY_TOKEN_ID, ActionSpace
 
 # === Lookup tables of the released checkpoints ===
@@ -58,9 +59,6 @@ LLAMA_4_40_DEFAULTS: dict[str, Any] = {
     "attention_dropout": 0.0, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
 
-PRUNER_NOISE_CHOICES = ("uniform", "gumbel")
-PRUNER_TRAIN_DUPLICATES_CHOICES = ("keep", "unique")
-PRUNER_EVAL_DUPLICATES_CHOICES = ("once", "count")
 ACTION_READOUT_CHOICES = ("oft_aligned", "lightvla_tail")
 
 
@@ -171,9 +169,9 @@ class OpenVLAConfig(PrismaticConfig):
         self.action_space = ActionSpace(**(action_space or {})).to_dict()
         if num_images_in_input < 1:
             raise ValueError(f"num_images_in_input must be >= 1, got {num_images_in_input}")
-        check_choice("pruner_noise", pruner_noise, PRUNER_NOISE_CHOICES)
-        check_choice("pruner_train_duplicates", pruner_train_duplicates, PRUNER_TRAIN_DUPLICATES_CHOICES)
-        check_choice("pruner_eval_duplicates", pruner_eval_duplicates, PRUNER_EVAL_DUPLICATES_CHOICES)
+        check_choice("pruner_noise", pruner_noise, NOISE_DISTRIBUTIONS)
+        check_choice("pruner_train_duplicates", pruner_train_duplicates, TRAIN_DUPLICATES)
+        check_choice("pruner_eval_duplicates", pruner_eval_duplicates, EVAL_DUPLICATES)
         check_choice("action_readout", action_readout, ACTION_READOUT_CHOICES)
         self.num_images_in_input = num_images_in_input
         self.prune_visual_tokens = prune_visual_tokens
