@@ -26,6 +26,14 @@ def test_config_reads_tasks_and_names_the_joint_dataset():
     assert quick.stage1_steps < study.StudyConfig().stage1_steps and quick.trials_per_task == 2
 
 
+def test_every_policy_is_evaluated_once_and_count_weighting_only_when_asked():
+    assert sorted(study.EVAL_ORDER) == sorted({*study.SETTINGS, *study.DERIVED})
+    assert study.EVAL_ORDER.index("lightvla") < study.EVAL_ORDER.index("random_k")  # baselines need its budget
+    assert "lightvla_count" not in study.policies(study.StudyConfig())
+    with_count = study.policies(study.StudyConfig(evaluate_count_weighting=True))
+    assert with_count == [*study.SETTINGS, *study.DERIVED]
+
+
 def episode(task_id, success, kept):
     return {"suite": "libero_object", "task_id": task_id, "task": f"t{task_id}", "success": success, "kept_tokens": kept}
 
@@ -58,6 +66,7 @@ def test_stages_run_and_resume(tmp_path, monkeypatch):
     cfg = study.StudyConfig(
         out_dir=tmp_path, tasks=["libero_object:0"], demos_per_task=1, demo_resolution=64, stage1_steps=3,
         stage2_steps=2, batch_size=4, trials_per_task=1, num_workers=1, max_episode_steps=6, latency_repeats=1,
+        evaluate_count_weighting=True,
     )  # fmt: skip
     first = study.run_study(cfg)
     rows = first["results"]
