@@ -1,6 +1,7 @@
 """experiments/robot/libero/run_libero_eval.py in the real simulator: results, resumption, workers, errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -111,11 +112,27 @@ def test_evaluation_writes_results_and_resumes(tmp_path, checkpoint):
     assert len(more) == 3 and len(cfg.results_path.read_text().splitlines()) == 3
 
 
+def test_the_policy_gets_the_cores_the_simulators_leave(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    with ev.policy_threads_beside(2):
+        assert torch.get_num_threads() == 2
+    with ev.policy_threads_beside(4):
+        assert torch.get_num_threads() == 1  # never none
+    assert torch.get_num_threads() == before
+
+
 @pytest.mark.slow
-def test_two_workers_match_the_sequential_run(tmp_path, checkpoint):
+def test_two_workers_match_the_sequential_run(tmp_path, checkpoint, monkeypatch):
     common = dict(task_ids=[0, 1], num_trials_per_task=1, max_steps=12, save_pruning_picture=False)
-    sequential = ev.evaluate(eval_config(tmp_path / "seq", checkpoint, **common))
+    with ev.policy_threads_beside(2):  # the policy's float sums in the same order as in the parallel run
+        sequential = ev.evaluate(eval_config(tmp_path / "seq", checkpoint, **common))
+    threads, real = [], ev.policy_threads_beside
+    monkeypatch.setattr(ev, "policy_threads_beside", lambda n: threads.append(n) or real(n))
     parallel = ev.evaluate(eval_config(tmp_path / "par", checkpoint, num_workers=2, **common))
+    assert threads == [2]  # the parallel harness sizes the policy's threads to what the simulators leave
     key = lambda r: (r["task_id"], r["trial"])  # noqa: E731
     for a, b in zip(sorted(sequential, key=key), sorted(parallel, key=key)):
         assert (a["task_id"], a["trial"], a["success"], a["steps"], a["queries"]) == (

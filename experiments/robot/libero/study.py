@@ -214,7 +214,9 @@ def evaluate_all(cfg: StudyConfig) -> dict[str, list[dict]]:
             results[name] = evaluate_policy(cfg, name, save_rollout_video=name == "lightvla")
         else:
             run, options = derived_policy(name, lightvla_budget(results))
-            results[name] = evaluate_policy(cfg, name, checkpoint=cfg.run_dir(run), save_pruning_picture=False, **options)
+            results[name] = evaluate_policy(
+                cfg, name, checkpoint=cfg.run_dir(run), save_pruning_picture=False, **options
+            )
     return {name: results[name] for name in wanted}
 
 
@@ -338,7 +340,9 @@ def figures(cfg: StudyConfig, results: dict[str, list[dict]], table: dict) -> No
 
     folder = cfg.out_dir / "figures"
     schedules = [n for n in SETTINGS if n.startswith("lightvla")]
-    plot_curves({str(cfg.run_dir(n)): read_metrics(cfg.run_dir(n)) for n in schedules}, folder / "kept_tokens_vs_step.png")
+    plot_curves(
+        {str(cfg.run_dir(n)): read_metrics(cfg.run_dir(n)) for n in schedules}, folder / "kept_tokens_vs_step.png"
+    )
     fig, ax = pyplot().subplots(figsize=(5.2, 3.6))
     for name, rows in table.items():
         row = rows["all"]
