@@ -46,6 +46,15 @@ def losses(result):
     return [h["loss"] for h in result["history"]]
 
 
+def test_without_pruning_the_logged_kept_tokens_are_every_patch_of_every_image(data_root, tmp_path):
+    from prismatic.presets import make_config
+
+    preset = make_config("tiny")
+    patches_per_image = (preset.image_sizes[0] // preset.timm_model_overrides[0].get("patch_size", 14)) ** 2
+    result = train(config(data_root, tmp_path, max_steps=1, prune_visual_tokens=False, kept_tokens_log_freq=1))
+    assert result["history"][0]["kept_visual_tokens"] == 2 * patches_per_image  # two images per sample
+
+
 def test_training_learns_writes_checkpoints_and_reloads_identically(data_root, tmp_path, monkeypatch):
     measured = []  # (batch, value) of every kept-token measurement, in order
 

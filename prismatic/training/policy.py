@@ -56,7 +56,7 @@ def kept_visual_tokens(policy: TrainablePolicy, batch: dict) -> float:
     """Mean visual tokens the pruner keeps on this batch in eval mode (inference behaviour), then back to training."""
     model = base_vla(policy.vla)
     if not model.pruner.enabled:
-        return float(model.get_num_patches() * model.get_num_images_in_input())
+        return float(model.get_num_patches())  # every patch of every image
     was_training = policy.training
     policy.eval()
     try:
