@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,20 @@ from prismatic.vla.datasets import libero_hdf5
 
 UNNORM_KEY = "libero_object_no_noops"
 PROMPT = PROMPT_TEMPLATE
+# Outputs recorded from the original upstream code (see tests/fixtures/README.md); part of the repository.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def recorded(*parts: str) -> Path:
+    """The path of a recorded upstream fixture, or an error saying which file is missing and why it matters."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"recorded upstream fixture {path.relative_to(FIXTURES.parent.parent)} is missing. It holds outputs of the "
+            "original LightVLA/OpenVLA-OFT code that the equal-to-upstream tests compare against, and it cannot be "
+            "recomputed here; restore it from the repository (git checkout -- tests/fixtures)."
+        )
+    return path
 
 
 def fake_norm_stats(action_dim: int = 7, proprio_dim: int = 8) -> dict:

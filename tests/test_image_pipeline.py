@@ -1,6 +1,6 @@
 """The image pipeline against upstream's TensorFlow pipeline, recorded on real LIBERO frames (and synthetic ones).
 
-Fixture: ../shared/fixtures/upstream-image-pipeline (see its README): every stage of evaluation and training
+Fixture: tests/fixtures/upstream-image-pipeline (see its README): every stage of evaluation and training
 preprocessing, computed by upstream's own functions under TensorFlow.
 """
 
@@ -10,23 +10,33 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import recorded
 from prismatic.vla import image_pipeline as ip
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "upstream-image-pipeline"
+FIXTURE = "upstream-image-pipeline"
 
 
 @pytest.fixture(scope="module")
 def eval_stages():
-    return np.load(FIXTURE / "eval_pipeline.npz")
+    return np.load(recorded(FIXTURE, "eval_pipeline.npz"))
 
 
 @pytest.fixture(scope="module")
 def train_stages():
-    return np.load(FIXTURE / "train_pipeline.npz")
+    return np.load(recorded(FIXTURE, "train_pipeline.npz"))
 
 
 def levels(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def test_frames_are_turned_as_upstream_turns_them(eval_stages):
+    from experiments.robot.libero.libero_utils import CAMERA_KEYS, get_libero_image, get_libero_wrist_image
+
+    inputs = np.load(recorded(FIXTURE, "inputs.npz"))
+    for i, (raw, camera) in enumerate(zip(inputs["raw"], inputs["cameras"])):
+        turn = get_libero_image if camera == "agentview" else get_libero_wrist_image
+        np.testing.assert_array_equal(turn({CAMERA_KEYS[camera]: raw}), eval_stages["rotated"][i], f"image {i}")
 
 
 def test_jpeg_bytes_and_decoding_equal_tensorflow(eval_stages):

@@ -1,0 +1,115 @@
+"""The repository is self-contained: its recorded fixtures are intact, and no code reads data from outside it."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+from pathlib import Path, PurePath
+
+from conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_FOLDERS = ("tests", "prismatic", "experiments", "scripts", "vla-scripts")
+# Places that name the user's home on purpose: locations a user owns, never data the repository depends on.
+ALLOWED_HOME = {
+    "prismatic/vla/datasets/statistics.py": "statistics cache for read-only datasets (LIGHTVLA_CACHE overrides it)",
+    "prismatic/training/metrics.py": "Weights & Biases credentials in ~/.netrc",
+    "prismatic/models/checkpoints.py": "expands a '~' the user typed in a checkpoint path",
+}
+PARENT_SEGMENT = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
+OUTSIDE_ABSOLUTE = re.compile(r"^(~|/(work|home|root|tmp|mnt|data|Users|opt|srv|scratch)(/|$))")
+
+
+def test_recorded_fixtures_are_byte_identical_to_the_recording():
+    listed = {}
+    for line in (FIXTURES / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        listed[Path(name)] = digest
+    present = {p.relative_to(FIXTURES) for p in FIXTURES.rglob("*") if p.is_file() and p.parent != FIXTURES}
+    assert present == set(listed), f"unlisted: {sorted(present - set(listed))}, missing: {sorted(set(listed) - present)}"
+    changed = [str(n) for n, d in listed.items() if hashlib.sha256((FIXTURES / n).read_bytes()).hexdigest() != d]
+    assert not changed, f"recorded fixtures differ from the recording: {changed}"
+
+
+def levels_up(node: ast.AST) -> int | None:
+    """How many folders above `__file__` an expression like `Path(__file__).resolve().parents[2]` names, else None."""
+    ups = 0
+    while True:
+        if isinstance(node, ast.Name):
+            return ups if node.id == "__file__" else None
+        if isinstance(node, ast.Attribute):
+            ups += node.attr == "parent"
+            node = node.value
+        elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "parents":
+            if not isinstance(node.slice, ast.Constant):
+                return None
+            ups += node.slice.value + 1
+            node = node.value.value
+        elif isinstance(node, ast.Call):
+            is_dirname = isinstance(node.func, ast.Attribute) and node.func.attr == "dirname"
+            ups += is_dirname
+            node = node.args[0] if (node.args and (is_dirname or isinstance(node.func, ast.Name))) else node.func
+        else:
+            return None
+
+
+def outside_references(source: str, relative: PurePath) -> list[str]:
+    """Every way the Python `source` of the file at `relative` (to the root) names a location above the root."""
+    depth = len(relative.parts)  # ups from the file itself to the root
+    found = []
+    for node in ast.walk(ast.parse(source, str(relative))):
+        line = getattr(node, "lineno", "?")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" not in node.value:
+            if PARENT_SEGMENT.search(node.value) or OUTSIDE_ABSOLUTE.match(node.value):
+                found.append(f"{relative}:{line}: path {node.value!r}")
+        elif isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+            ups = levels_up(node)
+            if ups is not None and ups > depth:
+                found.append(f"{relative}:{line}: {ups - depth} folder(s) above the repository root")
+        if isinstance(node, ast.Attribute) and node.attr in ("home", "expanduser", "expandvars"):
+            if str(relative) not in ALLOWED_HOME:
+                found.append(f"{relative}:{line}: the home folder ({node.attr})")
+    return found
+
+
+def shell_outside_references(path: Path) -> list[str]:
+    relative = path.relative_to(ROOT)
+    found = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        code = line.split("#", 1)[0]
+        # `$(dirname "$0")/..` is the root for a script one folder down; anything else with `..` leaves it
+        climbs = code.replace('"$(dirname "$0")/.."', "") if len(relative.parts) == 2 else code
+        if PARENT_SEGMENT.search(climbs) or re.search(r"(^|[\s=\"'])(~/|/(work|home|root|mnt|data|Users)/)", code):
+            found.append(f"{relative}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_code_names_a_path_above_the_repository():
+    found = []
+    for folder in CODE_FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if "fixtures" in path.relative_to(ROOT).parts or not path.is_file():
+                continue
+            if path.suffix == ".py":
+                found += outside_references(path.read_text(), path.relative_to(ROOT))
+            elif path.suffix == ".sh":
+                found += shell_outside_references(path)
+    assert not found, "code reaches outside the repository (put what it needs inside it):\n" + "\n".join(found)
+
+
+def test_the_check_sees_every_way_out():
+    """The detector itself: each of these escapes the repository from tests/, the last three stay inside."""
+    cases = {
+        'FIXTURE = Path(__file__).resolve().parents[2] / "shared"': 1,
+        "FIXTURE = Path(__file__).parent.parent.parent": 1,
+        'FIXTURE = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))': 1,
+        'data = np.load("../shared/fixtures/x.npz")': 1,
+        'data = np.load("/work/shared/x.npz")': 1,
+        "cache = Path.home() / 'x'": 1,
+        'ROOT = Path(__file__).resolve().parents[1] / "scripts"': 0,
+        "HERE = Path(__file__).parent": 0,
+        'text = "wait..."': 0,
+    }
+    for code, expected in cases.items():
+        assert len(outside_references(code, PurePath("tests/test_x.py"))) == expected, code
