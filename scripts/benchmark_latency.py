@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.plotting import pyplot, save_figure
+from prismatic.precision import prepare_for_inference, resolve_precision
 from prismatic.presets import make_policy
 from prismatic.vla.inference import policy_inputs
 
@@ -156,10 +157,10 @@ def time_preprocessing(policy, cfg: LatencyConfig) -> float:
 
 def benchmark_preset(preset: str, cfg: LatencyConfig, device: torch.device) -> dict:
     policy = make_policy(preset, norm_stats=benchmark_statistics(), seed=cfg.seed)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    prepare_for_inference(policy.vla, resolve_precision("auto", device))  # as load_policy: bf16 on GPUs
     for module in (policy.vla, policy.action_head, policy.proprio_projector):
         if module is not None:
-            module.to(device=device, dtype=dtype)
+            module.to(device=device)
     clock = Clock(device)
     inputs = {b: policy_inputs(policy, *observations(b, cfg.seed), UNNORM_KEY) for b in set(cfg.batch_sizes) | {1}}
     preprocess_ms = time_preprocessing(policy, cfg)
@@ -189,7 +190,7 @@ def benchmark_preset(preset: str, cfg: LatencyConfig, device: torch.device) -> d
 def print_preset(result: dict, cfg: LatencyConfig, device: torch.device) -> None:
     rows = result["pruners"]
     base = rows.get("none")
-    precision = "bf16" if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
+    precision = "bf16 (fp32 vision)" if device.type == "cuda" else f"fp32, {torch.get_num_threads()} threads"
     print(
         f"\n{result['preset']}: batch 1, {device.type} {precision}, {cfg.repeats} repeats after {cfg.warmup} warm-up; "
         f"baseline budget {result['budget']} patches"

@@ -118,3 +118,25 @@ def write_task(folder, name, lengths, first_seed=1, language="pick up the thing"
     demos = [synthetic_demo(n, first_seed + i) for i, n in enumerate(lengths)]
     libero_hdf5.write_demo_file(folder / libero_hdf5.task_file_name(name), demos, language, {}, "x.bddl")
     return demos
+
+
+@pytest.fixture
+def data_root(tmp_path, monkeypatch):
+    """Three synthetic demos of two tasks, as a training dataset named UNNORM_KEY; returns the data root."""
+    monkeypatch.setattr("prismatic.vla.datasets.statistics.CACHE_DIR", tmp_path / "cache")
+    write_task(tmp_path / "data" / UNNORM_KEY, "task_a", [20, 24], language="pick up the soup")
+    write_task(tmp_path / "data" / UNNORM_KEY, "task_b", [22], first_seed=7, language="pick up the milk")
+    return tmp_path / "data"
+
+
+def finetune_config(data_root, tmp_path, **overrides):
+    """A short tiny-preset fine-tuning run on `data_root` (6 steps, batch 4, LoRA rank 4, checkpoints every 3)."""
+    from prismatic.training.config import FinetuneConfig
+
+    values = dict(
+        vla_path="tiny", data_root_dir=data_root, dataset_name=UNNORM_KEY, run_root_dir=tmp_path / "runs",
+        num_images_in_input=2, use_proprio=True, batch_size=4, max_steps=6, save_freq=3, lora_rank=4,
+        num_workers=0, log_freq=1000, kept_tokens_log_freq=3, learning_rate=1e-3, generate_demos_if_missing=False,
+    )  # fmt: skip
+    values.update(overrides)
+    return FinetuneConfig(**values)

@@ -12,34 +12,16 @@ import numpy as np
 import pytest
 import torch
 from conftest import UNNORM_KEY, write_task
+from conftest import finetune_config as config
 
 from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.training import trainer
-from prismatic.training.config import FinetuneConfig
 from prismatic.training.policy import kept_visual_tokens
 from prismatic.training.trainer import train
 from prismatic.training.schedules import lr_factor, noise_scale
 from prismatic.vla.datasets.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def data_root(tmp_path, monkeypatch):
-    monkeypatch.setattr("prismatic.vla.datasets.statistics.CACHE_DIR", tmp_path / "cache")
-    write_task(tmp_path / "data" / UNNORM_KEY, "task_a", [20, 24], language="pick up the soup")
-    write_task(tmp_path / "data" / UNNORM_KEY, "task_b", [22], first_seed=7, language="pick up the milk")
-    return tmp_path / "data"
-
-
-def config(data_root, tmp_path, **overrides):
-    values = dict(
-        vla_path="tiny", data_root_dir=data_root, dataset_name=UNNORM_KEY, run_root_dir=tmp_path / "runs",
-        num_images_in_input=2, use_proprio=True, batch_size=4, max_steps=6, save_freq=3, lora_rank=4,
-        num_workers=0, log_freq=1000, kept_tokens_log_freq=3, learning_rate=1e-3, generate_demos_if_missing=False,
-    )  # fmt: skip
-    values.update(overrides)
-    return FinetuneConfig(**values)
 
 
 def losses(result):
@@ -254,13 +236,15 @@ def test_weights_and_biases_trouble_never_stops_training(data_root, tmp_path, mo
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_gloo(data_root, tmp_path):
+    """The users' command on two processes, in bf16 (as on GPUs), with gradient accumulation (all-reduce once per
+    step): ranks end identical, and the checkpoint holds each rank's own random state (distinct pruning noise)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [
         str(torchrun), "--standalone", "--nnodes", "1", "--nproc-per-node", "2", str(REPO / "vla-scripts" / "finetune.py"),
-        "--vla_path", "tiny", "--data_root_dir", str(data_root), "--dataset_name", UNNORM_KEY,
+        "--vla_path", "libero-cpu", "--data_root_dir", str(data_root), "--dataset_name", UNNORM_KEY,
         "--run_root_dir", str(tmp_path / "runs"), "--num_images_in_input", "2", "--use_proprio", "True",
-        "--batch_size", "2", "--max_steps", "4", "--save_freq", "4", "--lora_rank", "4", "--num_workers", "0",
-        "--generate_demos_if_missing", "False",
+        "--batch_size", "2", "--max_steps", "4", "--save_freq", "4", "--lora_rank", "4", "--num_workers", "1",
+        "--generate_demos_if_missing", "False", "--precision", "bf16", "--grad_accumulation_steps", "2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LIGHTVLA_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
@@ -269,6 +253,8 @@ def test_torchrun_two_processes_on_gloo(data_root, tmp_path):
     assert "2 process(es)" in proc.stdout
     checkpoints = list((tmp_path / "runs").glob("*--4_chkpt"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "action_head--4_checkpoint.pt").exists()
+    rng = torch.load(checkpoints[0] / "training_state.pt", weights_only=False)["rng"]
+    assert len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
 
 
 @pytest.mark.slow

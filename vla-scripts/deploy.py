@@ -44,6 +44,7 @@ class DeployConfig:
     visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv
     visual_token_budget: Optional[int] = None
     fastv_layer: int = 2
+    precision: str = "auto"                         # bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
     max_batch_size: int = 32                        # observations per batched request
     log_level: str = "info"
     # fmt: on
@@ -59,6 +60,10 @@ class DeployConfig:
             raise ValueError("--use_relative_actions is unused upstream and not supported here")
         if self.max_batch_size < 1:
             raise ValueError("--max_batch_size must be at least 1")
+        from prismatic.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def build_server_state(cfg: DeployConfig):
@@ -69,7 +74,7 @@ def build_server_state(cfg: DeployConfig):
     policy = load_inference_policy(
         cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
         cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
-        pruner_eval_duplicates=cfg.pruner_eval_duplicates,
+        pruner_eval_duplicates=cfg.pruner_eval_duplicates, precision=cfg.precision,
     )  # fmt: skip
     unnorm_key = resolve_unnorm_key(policy.vla.norm_stats, cfg.unnorm_key or None)
     return ServerState(policy, unnorm_key, cfg.center_crop, cfg.max_batch_size, cfg.pretrained_checkpoint)
@@ -85,7 +90,7 @@ def deploy(cfg: DeployConfig) -> None:
     state = build_server_state(cfg)
     vla = state.policy.vla
     print(
-        f"[deploy] serving {cfg.pretrained_checkpoint} on http://{cfg.host}:{cfg.port}/act ({vla.device}, "
+        f"[deploy] serving {cfg.pretrained_checkpoint} on http://{cfg.host}:{cfg.port}/act ({vla.device}, LLM {vla.language_model.dtype}, "
         f"{vla.get_num_images_in_input()} image(s), unnorm_key {state.unnorm_key!r}); health: /health"
     )
     uvicorn.run(make_app(state), host=cfg.host, port=cfg.port, log_level=cfg.log_level)

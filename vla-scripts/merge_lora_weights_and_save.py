@@ -22,6 +22,7 @@ import torch
 from prismatic.extern.hf import register_auto_classes
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.models.checkpoints import CheckpointError, resolve_checkpoint
+from prismatic.precision import resolve_precision
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
 
@@ -30,9 +31,10 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "mo
 class ConvertConfig:
     base_checkpoint: str = ""  # folder or Hub id of the model LoRA was trained on
     lora_finetuned_checkpoint_dir: Path = Path("")  # checkpoint folder with lora_adapter/
+    precision: str = "auto"  # merged weights in bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
 
 
-def merge(base_checkpoint: str, checkpoint_dir: Path, device: str = "cpu") -> Path:
+def merge(base_checkpoint: str, checkpoint_dir: Path, device: str = "cpu", precision: str = "auto") -> Path:
     from peft import PeftModel
 
     register_auto_classes()
@@ -40,9 +42,10 @@ def merge(base_checkpoint: str, checkpoint_dir: Path, device: str = "cpu") -> Pa
     if not (adapter / "adapter_config.json").exists():
         raise CheckpointError(f"{checkpoint_dir} has no lora_adapter/adapter_config.json: nothing to merge.")
     base_dir = resolve_checkpoint(base_checkpoint)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = resolve_precision(precision, device).frozen_dtype
     base = OpenVLAForActionPrediction.from_pretrained(base_dir, dtype=dtype)
     trained_config = OpenVLAForActionPrediction.config_class.from_pretrained(checkpoint_dir)
+    # the adapter loads in fp32 (peft's default) and each delta is rounded once, into the base weights' dtype
     merged = PeftModel.from_pretrained(base, adapter).to(device).merge_and_unload()
     merged.config.norm_stats = trained_config.norm_stats  # the fine-tuning data's statistics, not the base's
     merged.config.num_images_in_input = trained_config.num_images_in_input
@@ -64,7 +67,8 @@ def merge(base_checkpoint: str, checkpoint_dir: Path, device: str = "cpu") -> Pa
 def main(cfg: ConvertConfig) -> None:
     start = time.perf_counter()
     folder = merge(
-        cfg.base_checkpoint, cfg.lora_finetuned_checkpoint_dir, "cuda" if torch.cuda.is_available() else "cpu"
+        cfg.base_checkpoint, cfg.lora_finetuned_checkpoint_dir, "cuda" if torch.cuda.is_available() else "cpu",
+        cfg.precision,
     )
     print(
         f"merged {cfg.lora_finetuned_checkpoint_dir}/lora_adapter into {cfg.base_checkpoint} -> {folder} "

@@ -29,6 +29,7 @@ class VerifyConfig:
     prune_visual_tokens: bool = True
     action_readout: str = "oft_aligned"  # or "lightvla_tail" (upstream LightVLA's eval read-out)
     device: str = "cpu"
+    precision: str = "auto"  # bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
 
     def __post_init__(self) -> None:
         if not self.pretrained_checkpoint:
@@ -47,6 +48,7 @@ def verify(cfg: VerifyConfig) -> None:
     policy = load_policy(
         cfg.pretrained_checkpoint,
         device=cfg.device,
+        precision=cfg.precision,
         num_images_in_input=cfg.num_images_in_input,
         use_proprio=cfg.use_proprio,
         prune_visual_tokens=cfg.prune_visual_tokens,

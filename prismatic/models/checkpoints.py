@@ -31,6 +31,7 @@ from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
 from prismatic.models.action_heads import L1RegressionActionHead
 from prismatic.models.projectors import ProprioProjector
+from prismatic.precision import prepare_for_inference, resolve_precision
 
 DATASET_STATISTICS = "dataset_statistics.json"
 
@@ -173,7 +174,7 @@ class Policy:
 def load_policy(
     path_or_id: str | os.PathLike,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    precision: str | None = None,
     num_images_in_input: int | None = None,
     use_proprio: bool = True,
     **config_overrides: Any,
@@ -182,6 +183,8 @@ def load_policy(
 
     ``config_overrides`` set fields such as ``prune_visual_tokens`` or ``action_readout`` for this load; for a
     released checkpoint that records neither, see ``pruning_settings``. The effective settings are printed.
+    ``precision`` (``prismatic.precision``): the model's weights in bf16 or fp32 (default: bf16 on CUDA, fp32
+    elsewhere); the action head and proprio projector stay fp32.
     """
     register_auto_classes()
     folder = resolve_checkpoint(path_or_id)
@@ -189,8 +192,9 @@ def load_policy(
         raise CheckpointError(f"{folder} has no config.json; pass a checkpoint folder written by save_policy or the Hub")
     settings, source = pruning_settings(folder, str(path_or_id), config_overrides)
     config_overrides = {**config_overrides, **settings}
-    dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
-    vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **config_overrides).to(device).eval()
+    precision = resolve_precision(precision, device)
+    vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=precision.frozen_dtype, **config_overrides)
+    vla = prepare_for_inference(vla, precision).to(device).eval()
     if num_images_in_input is not None:
         vla.set_num_images_in_input(num_images_in_input)
     stats = load_dataset_statistics(folder)
@@ -209,7 +213,7 @@ def load_policy(
                 f"{folder} has no proprio_projector--*_checkpoint.pt; pass use_proprio=False for a policy trained "
                 "without proprio"
             )
-        proprio = load_proprio_projector(proprio_file).to(device, dtype).eval()
+        proprio = load_proprio_projector(proprio_file).to(device).eval()
     processor = PrismaticProcessor.from_pretrained(folder)
     size = vla.vision_backbone.image_size
     pruning = "off (OpenVLA-OFT)"
@@ -220,9 +224,10 @@ def load_policy(
         f"[policy] {path_or_id}: pruning {pruning}, "
         f"action read-out {settings['action_readout']} (from {source}); {vla.get_num_images_in_input()} image(s) at "
         f"{size} px through upstream's image pipeline (JPEG round trip + lanczos3 to {size} px, then the 90% center "
-        f"crop unless disabled); {dtype} on {device}"
+        f"crop unless disabled); {precision} (LLM {vla.language_model.dtype}; vision, projector, pruner scores and "
+        "heads float32)"
     )
-    return Policy(vla, processor, head.to(device, dtype).eval(), proprio, folder)
+    return Policy(vla, processor, head.to(device).eval(), proprio, folder)
 
 
 def _write_folder(folder: Path, write: Any, preserve: tuple[str, ...] = ()) -> None:

@@ -13,6 +13,9 @@ Scoring (both modes): every patch builds a query by attending (single head, full
 weights) over the non-padding task tokens; query i scores every patch j with a scaled cosine similarity; each query
 picks its best patch.
 
+Scores and the train-mode selection are computed in fp32 whatever the model's precision (also under a bf16
+autocast): bf16 scores tie often enough to change the kept set, and a bf16 straight-through sum is no exact one-hot.
+
 * train mode: noise (``noise_scale`` times U[0, 1) as upstream, or Gumbel) is added to the scores, the pick is a hard
   one-hot with a softmax straight-through gradient, all ``num_patches`` slots are kept (slot i becomes a copy of the
   patch it picked, with that patch's position id), so the sequence length does not change. A patch picked by several
@@ -41,6 +44,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from prismatic.precision import fp32_island
 
 NOISE_DISTRIBUTIONS = ("uniform", "gumbel")
 TRAIN_DUPLICATES = ("keep", "unique")
@@ -178,18 +183,19 @@ class TokenPruner(nn.Module):
     # --- scoring -----------------------------------------------------------------------------------------------------
     @staticmethod
     def score(patches: torch.Tensor, task: torch.Tensor, task_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, P, D), (B, T, D), (B, T) -> (B, P, P): row i = query of patch i, column j = candidate patch j."""
-        patches_n, task_n = rms_norm(patches), rms_norm(task)
-        attn_mask = None if task_mask is None else task_mask[:, None, None, :]  # (B, 1, 1, T)
-        # One head over the full width; the default SDPA scale is 1/sqrt(D) as upstream.
-        queries = F.scaled_dot_product_attention(patches_n[:, None], task_n[:, None], task_n[:, None], attn_mask)
-        queries = rms_norm(queries[:, 0])  # (B, P, D)
-        return queries @ patches_n.transpose(1, 2) / math.sqrt(patches.shape[-1])
+        """(B, P, D), (B, T, D), (B, T) -> (B, P, P) fp32: row i = query of patch i, column j = candidate patch j."""
+        with fp32_island(patches.device.type):
+            patches_n, task_n = rms_norm(patches.float()), rms_norm(task.float())
+            attn_mask = None if task_mask is None else task_mask[:, None, None, :]  # (B, 1, 1, T)
+            # One head over the full width; the default SDPA scale is 1/sqrt(D) as upstream.
+            queries = F.scaled_dot_product_attention(patches_n[:, None], task_n[:, None], task_n[:, None], attn_mask)
+            queries = rms_norm(queries[:, 0])  # (B, P, D)
+            return queries @ patches_n.transpose(1, 2) / math.sqrt(patches.shape[-1])
 
     def _noise(self, score: torch.Tensor) -> torch.Tensor:
         u = torch.rand_like(score, dtype=torch.float32)
         noise = gumbel_from_uniform(u) if self.noise == "gumbel" else u
-        return (noise * self.noise_scale).to(score.dtype)
+        return noise * self.noise_scale
 
     # --- forward -----------------------------------------------------------------------------------------------------
     def forward(
@@ -218,11 +224,14 @@ class TokenPruner(nn.Module):
         if self.noise_scale:
             score = score + self._noise(score)
         picks = score.argmax(-1)  # (B, P): first maximal index on ties, as upstream
-        hard = F.one_hot(picks, num_patches).to(score.dtype)
-        soft = score.float().softmax(-1).to(score.dtype)
-        # Straight-through: the forward value is the hard one-hot, the gradient that of the softmax.
-        selection = hard + soft - soft.detach()
-        new_patches = selection.to(patches.dtype) @ patches  # (B, P, P) @ (B, P, D) -> (B, P, D)
+        with fp32_island(tokens.device.type):
+            hard = F.one_hot(picks, num_patches).float()
+            soft = score.softmax(-1)
+            # Straight-through: the forward value is exactly the hard one-hot (soft - soft.detach() is exactly 0;
+            # upstream's hard + soft - soft.detach() rounds), the gradient that of the softmax. In fp32, so each slot
+            # is an exact copy of its patch, then cast back (exact: the copy holds the patch's own value).
+            selection = hard + (soft - soft.detach())
+            new_patches = (selection @ patches.float()).to(patches.dtype)  # (B, P, P) @ (B, P, D) -> (B, P, D)
         new_pos = torch.gather(position_ids[:, patch_start:end], 1, picks)
         new_mask = torch.gather(attention_mask[:, patch_start:end], 1, picks)
         if self.train_duplicates == "unique":  # only the first slot holding each picked patch stays visible

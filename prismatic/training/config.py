@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from prismatic.precision import PRECISIONS
 from prismatic.training.schedules import NOISE_SCHEDULES
 
 
@@ -68,9 +69,11 @@ class FinetuneConfig:
     wandb_entity: str = "your-wandb-entity"
     wandb_project: str = "your-wandb-project"       # set it to log to Weights & Biases (offline without credentials)
     wandb_log_freq: int = 10
-    seed: int = 7
-    num_workers: int = 2                            # DataLoader worker processes per training process
+    seed: int = 7                                   # rank r draws its random numbers (pruning noise) from seed + r
+    num_workers: int = 2                            # DataLoader worker processes per training process (persistent)
     gradient_checkpointing: bool = False
+    precision: str = "auto"                         # bf16 | fp32 | auto (bf16 on CUDA as upstream, fp32 elsewhere)
+    distributed_timeout_minutes: int = 60           # collectives wait this long (rank 0 writes ~15 GB checkpoints)
 
     # Embedded default: demonstrations made by the scripted expert when the dataset is missing (preset models only)
     generate_demos_if_missing: bool = True
@@ -84,7 +87,10 @@ class FinetuneConfig:
             raise ValueError("Only the L1 regression head is implemented: pass --use_diffusion False --use_film False.")
         if not self.use_l1_regression:
             raise ValueError("Discrete-token training is not implemented: pass --use_l1_regression True.")
-        for name in ("batch_size", "grad_accumulation_steps", "max_steps", "save_freq", "log_freq"):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("batch_size", "grad_accumulation_steps", "max_steps", "save_freq", "log_freq",
+                     "distributed_timeout_minutes"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.pruner_noise_schedule not in NOISE_SCHEDULES:

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from prismatic.presets import PRESETS
 from prismatic.training.config import FinetuneConfig
@@ -33,6 +33,22 @@ def ensure_dataset(cfg: FinetuneConfig, main: bool, barrier) -> None:
     barrier()
 
 
+class EpochTaggedSampler(Sampler):
+    """Yields ``(epoch, index)``: the epoch travels with every index to the DataLoader workers. Persistent workers
+    (which keep their frame caches from epoch to epoch) hold their own copy of the dataset, which never sees
+    ``set_epoch``; the augmentation reads the epoch from the index instead."""
+
+    def __init__(self, sampler: DistributedSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, index) for index in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def make_loader(cfg: FinetuneConfig, dataset, collate, d: Dist) -> tuple[DataLoader, DistributedSampler]:
     sampler = DistributedSampler(
         dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
@@ -43,8 +59,9 @@ def make_loader(cfg: FinetuneConfig, dataset, collate, d: Dist) -> tuple[DataLoa
             f"process(es) gets from {cfg.dataset_name} ({len(dataset)} in all): lower --batch_size or add data."
         )
     loader = DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers, collate_fn=collate,
-        drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=False, generator=_loader_generator(cfg.seed),
+        dataset, batch_size=cfg.batch_size, sampler=EpochTaggedSampler(sampler), num_workers=cfg.num_workers,
+        collate_fn=collate, drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        generator=_loader_generator(cfg.seed),
     )  # fmt: skip
     return loader, sampler
 
@@ -61,7 +78,6 @@ def batches(loader: DataLoader, sampler: DistributedSampler, dataset, start: int
     epoch, skip = divmod(start, per_epoch)
     while True:
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
         iterator = iter(loader) if skip == 0 else _skipped(loader, sampler, skip)
         yield from iterator
         epoch, skip = epoch + 1, 0
@@ -69,7 +85,7 @@ def batches(loader: DataLoader, sampler: DistributedSampler, dataset, start: int
 
 def _skipped(loader: DataLoader, sampler: DistributedSampler, skip: int):
     """The rest of an epoch after `skip` batches, without loading the skipped samples."""
-    indices = list(sampler)[skip * loader.batch_size :]
+    indices = list(EpochTaggedSampler(sampler))[skip * loader.batch_size :]
     rest = DataLoader(
         loader.dataset, batch_size=loader.batch_size, sampler=indices, num_workers=loader.num_workers,
         collate_fn=loader.collate_fn, drop_last=True, pin_memory=loader.pin_memory, generator=loader.generator,

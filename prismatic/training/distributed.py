@@ -1,12 +1,15 @@
 """Data parallelism: torchrun's environment -> process group (NCCL on GPUs, gloo on the CPU), and the end-of-run check
 that every rank holds the same weights."""
 
+import contextlib
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -25,15 +28,19 @@ class Dist:
             dist.barrier()
 
 
-def init_distributed() -> Dist:
-    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*) -> process group; plain python: one process."""
+def init_distributed(timeout_minutes: int = 60) -> Dist:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*) -> process group; plain python: one process.
+
+    Collectives wait up to ``timeout_minutes``: the other ranks sit in a barrier while rank 0 writes a checkpoint
+    (~15 GB for 7B), longer than NCCL's default 10 minutes on slow disks.
+    """
     cuda = torch.cuda.is_available()
     if "RANK" not in os.environ:
         return Dist(device=torch.device("cuda", 0) if cuda else torch.device("cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
@@ -50,3 +57,20 @@ def check_ranks_in_sync(policy: nn.Module, d: Dist) -> None:
         raise RuntimeError(f"ranks diverged: parameter checksums {values}")
     if d.main:
         print(f"[finetune] parameters identical on all {d.world_size} ranks (checksum {values[0]:.6f})")
+
+
+def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Around a micro-step's forward and backward: DDP all-reduces the gradients on every backward unless told not
+    to, and under gradient accumulation only the last micro-step of an optimizer step needs it."""
+    if isinstance(model, DistributedDataParallel) and not sync:
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def gather_objects(obj, d: Dist) -> list:
+    """Every rank's ``obj``, in rank order (on every rank)."""
+    if d.world_size == 1:
+        return [obj]
+    gathered = [None] * d.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered

@@ -24,24 +24,28 @@ def apply_lora(vla: nn.Module, rank: int, dropout: float = 0.0) -> nn.Module:
 
 
 def merged_state_dict(peft_model: nn.Module) -> dict[str, torch.Tensor]:
-    """The base model's state dict with every LoRA delta added in, under the original (un-wrapped) key names.
+    """The base model's state dict with every LoRA delta added in, under the original (un-wrapped) key names, on the
+    CPU (in the base weights' dtype).
 
     Computed out of place: the training model keeps its separate base and adapter weights bit for bit (merging and
-    unmerging in place would perturb them and break exact resumption).
+    unmerging in place would perturb them and break exact resumption). One layer's delta exists on the model's
+    device at a time and each merged tensor goes straight to host memory, so saving a 7B model needs no second copy
+    of it on the GPU.
     """
     from peft.tuners.lora import LoraLayer
 
     base = peft_model.get_base_model()
-    deltas = {
-        f"{name}.base_layer.weight": module.get_delta_weight(ADAPTER)
+    lora_layers = {
+        f"{name}.base_layer.weight": module
         for name, module in base.named_modules()
         if isinstance(module, LoraLayer) and ADAPTER in module.lora_A
     }
     merged = {}
-    for key, value in base.state_dict().items():
-        if ".lora_" in key:
-            continue
-        if key in deltas:
-            value = value + deltas[key].to(value.dtype)
-        merged[key.replace(".base_layer.", ".")] = value.detach().clone()
+    with torch.no_grad():
+        for key, value in base.state_dict().items():
+            if ".lora_" in key:
+                continue
+            if key in lora_layers:
+                value = value + lora_layers[key].get_delta_weight(ADAPTER).to(value.dtype)
+            merged[key.replace(".base_layer.", ".")] = value.detach().to("cpu", copy=True)
     return merged

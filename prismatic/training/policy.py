@@ -1,6 +1,8 @@
 """The trainable policy: VLA (with LoRA) + action head + proprio projector in one module, and its L1 loss.
 
-One module so that DistributedDataParallel wraps everything that trains in a single bucketed all-reduce.
+One module so that DistributedDataParallel wraps everything that trains in a single bucketed all-reduce. Every
+forward (the training step and the kept-token measurement alike) runs the VLA under the run's precision
+(``prismatic.precision``) and the heads in fp32, as inference does.
 """
 
 from dataclasses import dataclass
@@ -8,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from prismatic.precision import Precision, fp32_island
 
 
 @dataclass
@@ -18,23 +22,28 @@ class StepMetrics:
 
 
 class TrainablePolicy(nn.Module):
-    def __init__(self, vla: nn.Module, action_head: nn.Module, proprio_projector: nn.Module | None):
+    def __init__(
+        self, vla: nn.Module, action_head: nn.Module, proprio_projector: nn.Module | None, precision: Precision
+    ):
         super().__init__()
         self.vla = vla
         self.action_head = action_head
         self.proprio_projector = proprio_projector
+        self.precision = precision
 
     def predict_normalized(self, batch: dict) -> torch.Tensor:
-        """(B, chunk, action_dim) normalised actions from a collated training batch."""
-        out = self.vla(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            labels=batch["labels"],
-            proprio=batch.get("proprio") if self.proprio_projector is not None else None,
-            proprio_projector=self.proprio_projector,
-        )
-        return self.action_head.predict_action(out.action_hidden_states)
+        """(B, chunk, action_dim) fp32 normalised actions from a collated training batch."""
+        with self.precision.autocast():
+            out = self.vla(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                labels=batch["labels"],
+                proprio=batch.get("proprio") if self.proprio_projector is not None else None,
+                proprio_projector=self.proprio_projector,
+            )
+        with fp32_island(self.precision.device_type):
+            return self.action_head.predict_action(out.action_hidden_states.float())
 
     def forward(self, batch: dict) -> StepMetrics:
         target = batch["actions"]

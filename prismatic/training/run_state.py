@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-from prismatic.models.checkpoints import find_checkpoint_file, load_action_head, load_proprio_projector, save_policy
+from prismatic.models.checkpoints import CheckpointError, find_checkpoint_file, load_action_head, load_proprio_projector, save_policy
 from prismatic.training.config import FinetuneConfig
+from prismatic.training.distributed import Dist
 from prismatic.training.lora import merged_state_dict
 from prismatic.training.metrics import METRICS_FILE
 from prismatic.training.policy import TrainablePolicy, base_vla
@@ -52,23 +53,54 @@ def _saved_step(folder: Path) -> int:
     return int(torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)["step"])
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def rng_state(device: torch.device) -> dict:
+    """This process's random state; on a GPU also the device's generator, which the pruning noise draws from."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if device.type == "cuda":
+        if "cuda" not in state:
+            raise CheckpointError("--resume on a GPU from a checkpoint without GPU random state (saved on the CPU?)")
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # also every CUDA device's generator
 
 
-def save_checkpoint(cfg, run_dir, step, policy: TrainablePolicy, processor, optimizer, scheduler, dataset_statistics):
+def seed_rank(seed: int, rank: int) -> None:
+    """Each rank its own random stream (pruning noise, dropout): with one seed, every rank would draw the same noise."""
+    seed_everything(seed + rank)
+
+
+def restore_rng(states: list[dict] | dict, d: Dist, seed: int, step: int) -> None:
+    """Each rank continues its own saved stream; resumed on another number of processes, streams restart (and say so)."""
+    states = states if isinstance(states, list) else [states]  # checkpoints before per-rank states held one
+    if len(states) == d.world_size:
+        set_rng_state(states[d.rank], d.device)
+        return
+    if d.main:
+        print(
+            f"[finetune] warning: the checkpoint holds the random state of {len(states)} process(es), this run has "
+            f"{d.world_size}: random streams restart from seed {seed} + rank + step, so the resumed run is not "
+            "bit-identical to an uninterrupted one"
+        )
+    seed_rank(seed + step, d.rank)
+
+
+def save_checkpoint(
+    cfg, run_dir, step, policy: TrainablePolicy, processor, optimizer, scheduler, dataset_statistics, rng: list[dict]
+):
+    """Rank 0 writes the folder; ``rng`` holds every rank's random state (``rng_state``), in rank order."""
     folder = checkpoint_folder(run_dir, step, cfg.save_latest_checkpoint_only)
     suffix = step_suffix(step, cfg.save_latest_checkpoint_only)
     vla = policy.vla
@@ -83,7 +115,7 @@ def save_checkpoint(cfg, run_dir, step, policy: TrainablePolicy, processor, opti
                 "step": step,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
+                "rng": rng,
                 "config": asdict(cfg),
             },
             target / TRAINING_STATE,
@@ -97,7 +129,9 @@ def save_checkpoint(cfg, run_dir, step, policy: TrainablePolicy, processor, opti
     return folder
 
 
-def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig) -> int:
+def restore_checkpoint(
+    folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig, d: Dist
+) -> int:
     """Load adapter (or full weights), heads, optimizer, scheduler and RNG; returns the step to continue from."""
     state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
     if cfg.use_lora:
@@ -117,5 +151,5 @@ def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, schedul
         policy.proprio_projector.load_state_dict(projector.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    restore_rng(state["rng"], d, cfg.seed, int(state["step"]))
     return int(state["step"])

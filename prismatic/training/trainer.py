@@ -1,8 +1,9 @@
 """The fine-tuning loop behind vla-scripts/finetune.py (command lines: its docstring and LIBERO.md): one process or
 many under torchrun (NCCL on GPUs, gloo on the CPU). Checkpoints are released-style policy folders, written
 atomically; `--resume True` continues the latest one of the run exactly (model, optimizer, scheduler, data order,
-augmentation and RNG state). The embedded default (a preset `--vla_path` without data on disk) first makes
-demonstrations with the scripted expert.
+augmentation and every rank's RNG state). The embedded default (a preset `--vla_path` without data on disk) first
+makes demonstrations with the scripted expert. `--precision` (bf16 on CUDA, fp32 elsewhere; bf16 also on the CPU when
+asked) decides which weights are stored how and what runs under autocast: see `prismatic/precision.py`.
 """
 
 import json
@@ -26,11 +27,12 @@ from prismatic.models.checkpoints import (
     resolve_checkpoint,
     save_policy,
 )
+from prismatic.precision import Precision, resolve_precision
 from prismatic.presets import PRESETS, get_preset, make_config, make_heads, make_processor
 from prismatic.training import run_state
 from prismatic.training.config import FinetuneConfig
 from prismatic.training.data import batches, ensure_dataset, make_loader, to_device
-from prismatic.training.distributed import check_ranks_in_sync, init_distributed
+from prismatic.training.distributed import check_ranks_in_sync, gather_objects, gradient_sync, init_distributed
 from prismatic.training.lora import apply_lora
 from prismatic.training.metrics import MetricsLogger
 from prismatic.training.policy import TrainablePolicy, base_vla, kept_visual_tokens
@@ -38,9 +40,11 @@ from prismatic.training.schedules import make_scheduler, noise_scale
 from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
 
 
-def load_model(cfg: FinetuneConfig, device: torch.device):
+def load_model(cfg: FinetuneConfig, precision: Precision):
     """(vla, processor, action head, proprio projector or None); the heads start fresh, as in LightVLA's recipe, unless
-    ``--reuse_heads`` continues those of the checkpoint."""
+    ``--reuse_heads`` continues those of the checkpoint. The VLA is stored in bf16 only when bf16 LoRA leaves it frozen;
+    the heads are always fp32 (``prismatic.precision``)."""
+    dtype = precision.model_dtype(cfg.use_lora)
     overrides = {
         "prune_visual_tokens": cfg.prune_visual_tokens,
         "pruner_noise": cfg.pruner_noise,
@@ -49,7 +53,7 @@ def load_model(cfg: FinetuneConfig, device: torch.device):
     }
     if cfg.vla_path in PRESETS:
         config = make_config(cfg.vla_path, num_images_in_input=cfg.num_images_in_input, **overrides)
-        vla, processor = OpenVLAForActionPrediction(config), make_processor(cfg.vla_path)
+        vla, processor = OpenVLAForActionPrediction(config).to(dtype), make_processor(cfg.vla_path)
         head_hidden = get_preset(cfg.vla_path).head_hidden_dim
     else:
         try:
@@ -58,7 +62,6 @@ def load_model(cfg: FinetuneConfig, device: torch.device):
             raise CheckpointError(f"--vla_path: {err}. Presets: {', '.join(PRESETS)}.") from None
         if not (folder / "config.json").exists():
             raise CheckpointError(f"--vla_path {folder} has no config.json: it is not a model checkpoint folder.")
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **overrides)
         vla.set_num_images_in_input(cfg.num_images_in_input)
         vla.config.num_images_in_input = cfg.num_images_in_input
@@ -76,8 +79,8 @@ def saved_heads(folder: Path, vla: OpenVLAForActionPrediction, use_proprio: bool
     proprio_file = find_checkpoint_file(folder, "proprio_projector") if use_proprio else None
     if head_file is None or (use_proprio and proprio_file is None):
         raise CheckpointError(f"--reuse_heads: {folder} lacks the action head or proprio projector to continue from")
-    head = load_action_head(head_file, vla.action_space.num_actions_chunk).to(vla.dtype)
-    return head, (load_proprio_projector(proprio_file).to(vla.dtype) if use_proprio else None)
+    head = load_action_head(head_file, vla.action_space.num_actions_chunk)  # fp32, whatever the VLA's dtype
+    return head, (load_proprio_projector(proprio_file) if use_proprio else None)
 
 
 def saved_head_width(folder: Path) -> int | None:
@@ -88,14 +91,15 @@ def saved_head_width(folder: Path) -> int | None:
 
 
 def train(cfg: FinetuneConfig) -> dict:
-    d = init_distributed()
+    d = init_distributed(cfg.distributed_timeout_minutes)
+    precision = resolve_precision(cfg.precision, d.device)
     run_state.seed_everything(cfg.seed)  # identical initial LoRA/head weights on every rank
     run_dir = Path(cfg.run_root_dir) / cfg.run_id
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
     ensure_dataset(cfg, d.main, d.barrier)
 
-    vla, processor, head, proprio = load_model(cfg, d.device)
+    vla, processor, head, proprio = load_model(cfg, precision)
     dataset = LiberoDataset(
         cfg.data_root_dir, cfg.dataset_name, processor, vla.config, cfg.num_images_in_input, cfg.use_proprio,
         image_aug=cfg.image_aug, seed=cfg.seed,
@@ -111,8 +115,9 @@ def train(cfg: FinetuneConfig) -> dict:
         vla.gradient_checkpointing_enable()
     if cfg.use_lora:
         vla = apply_lora(vla, cfg.lora_rank, cfg.lora_dropout)
-    policy = TrainablePolicy(vla, head, proprio).to(d.device)
+    policy = TrainablePolicy(vla, head, proprio, precision).to(d.device)
     policy.train()
+    run_state.seed_rank(cfg.seed, d.rank)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
     scheduler = make_scheduler(optimizer, cfg.lr_warmup_steps, cfg.num_steps_before_decay)
@@ -125,7 +130,7 @@ def train(cfg: FinetuneConfig) -> dict:
                 f"--resume: no checkpoint{f' for step {cfg.resume_step}' if cfg.resume_step else ''} of run "
                 f"{cfg.run_id} in {cfg.run_root_dir}. Resume uses the same flags as the original run."
             )
-        start_step = run_state.restore_checkpoint(folder, policy, optimizer, scheduler, cfg)
+        start_step = run_state.restore_checkpoint(folder, policy, optimizer, scheduler, cfg, d)
         if d.main:
             print(f"[finetune] resuming {folder} at step {start_step}")
 
@@ -133,14 +138,13 @@ def train(cfg: FinetuneConfig) -> dict:
     collate = PaddedCollatorForActionPrediction(model_max_length=2048, pad_token_id=vla.config.pad_token_id)
     loader, sampler = make_loader(cfg, dataset, collate, d)
     stream = batches(loader, sampler, dataset, start_step * cfg.grad_accumulation_steps)
-    dtype = torch.bfloat16 if d.device.type == "cuda" else torch.float32
     logger = MetricsLogger(cfg, run_dir, d.main)
     pruner = base_vla(policy.vla).pruner
     if d.main:
         n_train = sum(p.numel() for p in trainable)
         print(
             f"[finetune] run {cfg.run_id}: {len(dataset)} samples, {d.world_size} process(es) on {d.device.type}, "
-            f"{n_train:,} trainable parameters, steps {start_step} -> {cfg.max_steps}"
+            f"{n_train:,} trainable parameters, precision {precision}, steps {start_step} -> {cfg.max_steps}"
         )
 
     schedule = cfg.pruner_noise_schedule if cfg.prune_visual_tokens else "none"  # logs no noise when nothing is pruned
@@ -150,11 +154,11 @@ def train(cfg: FinetuneConfig) -> dict:
     for step in range(start_step, last_step):
         pruner.set_noise_scale(noise_scale(step, cfg.max_steps, schedule))
         totals = {"loss": 0.0, "curr_action_l1_loss": 0.0, "next_actions_l1_loss": 0.0}
-        for _ in range(cfg.grad_accumulation_steps):
-            batch = to_device(next(stream), d.device, dtype)
-            with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda"):
-                metrics = model(batch)
-            (metrics.loss / cfg.grad_accumulation_steps).backward()
+        for micro in range(cfg.grad_accumulation_steps):
+            batch = to_device(next(stream), d.device, precision.model_dtype(cfg.use_lora))
+            with gradient_sync(model, sync=micro == cfg.grad_accumulation_steps - 1):
+                metrics = model(batch)  # under the policy's precision
+                (metrics.loss / cfg.grad_accumulation_steps).backward()
             totals["loss"] += metrics.loss.item() / cfg.grad_accumulation_steps
             totals["curr_action_l1_loss"] += metrics.curr_action_l1_loss / cfg.grad_accumulation_steps
             totals["next_actions_l1_loss"] += metrics.next_actions_l1_loss / cfg.grad_accumulation_steps
@@ -185,8 +189,11 @@ def train(cfg: FinetuneConfig) -> dict:
                 f"noise {record['noise_scale']:.3f}, kept tokens {kept}"
             )
         if done % cfg.save_freq == 0 or done == last_step:
+            rng = gather_objects(run_state.rng_state(d.device), d)
             if d.main:
-                folder = run_state.save_checkpoint(cfg, run_dir, done, policy, processor, optimizer, scheduler, dataset_statistics)
+                folder = run_state.save_checkpoint(
+                    cfg, run_dir, done, policy, processor, optimizer, scheduler, dataset_statistics, rng
+                )
                 tqdm.write(f"[finetune] saved {folder}")
             d.barrier()
     bar.close()

@@ -47,8 +47,10 @@ def load_inference_policy(
     fastv_layer: int = 2,
     seed: int = 0,
     pruner_eval_duplicates: str | None = None,
+    precision: str | None = None,
 ) -> Policy:
-    """A checkpoint (folder or Hub id) ready for inference on the GPU when there is one (bf16), else the CPU (fp32).
+    """A checkpoint (folder or Hub id) ready for inference on the GPU when there is one, else the CPU; ``precision``
+    bf16 | fp32 | auto (None: bf16 on the GPU, fp32 on the CPU; see ``prismatic.precision``).
 
     ``None`` keeps what the checkpoint says. ``visual_token_pruner`` swaps in a training-free baseline (or
     ``lightvla`` / ``none``) from ``prismatic.models.pruning_baselines``.
@@ -62,7 +64,7 @@ def load_inference_policy(
         overrides["pruner_eval_duplicates"] = pruner_eval_duplicates
     device = "cuda" if torch.cuda.is_available() else "cpu"
     policy = load_policy(
-        checkpoint, device, num_images_in_input=num_images_in_input, use_proprio=use_proprio, **overrides
+        checkpoint, device, precision, num_images_in_input=num_images_in_input, use_proprio=use_proprio, **overrides
     )
     if visual_token_pruner is not None:
         pruner = make_pruner(visual_token_pruner, visual_token_budget, fastv_layer, seed)
@@ -88,8 +90,7 @@ def policy_inputs(
               for obs in observations]  # fmt: skip
     inputs = policy.processor([build_prompt(t) for t in task_descriptions], images)
     device = vla.device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    inputs["pixel_values"] = inputs["pixel_values"].to(vla.dtype)
+    inputs = {k: v.to(device) for k, v in inputs.items()}  # pixel values stay fp32: the vision backbone's dtype
 
     proprio = None
     if policy.proprio_projector is not None:

@@ -49,6 +49,7 @@ class GenerateConfig:
     visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv (training-free)
     visual_token_budget: Optional[int] = None       # patches the baselines keep (LightVLA chooses its own count)
     fastv_layer: int = 2                            # FastV: decoder layers run on every token before pruning
+    precision: str = "auto"                         # bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
 
     task_suite_name: str = "libero_spatial"         # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
     num_steps_wait: int = 10
@@ -81,6 +82,10 @@ class GenerateConfig:
             raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
+        from prismatic.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.visual_token_pruner is not None:
             from prismatic.models.pruning_baselines import make_pruner
 
@@ -113,7 +118,7 @@ class VLAPolicy:
         self.policy = load_inference_policy(
             cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
             cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
-            pruner_eval_duplicates=cfg.pruner_eval_duplicates,
+            pruner_eval_duplicates=cfg.pruner_eval_duplicates, precision=cfg.precision,
         )  # fmt: skip
         self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
         self.center_crop = cfg.center_crop
@@ -192,7 +197,7 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
 OUTCOME_SETTINGS = (
     "policy", "pretrained_checkpoint", "num_open_loop_steps", "max_steps", "num_steps_wait", "env_img_res",
     "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
-    "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key",
+    "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key", "precision",
 )  # fmt: skip
 
 
@@ -200,7 +205,12 @@ def check_resume_settings(cfg: GenerateConfig, path: Path, resuming: bool) -> No
     """Record the settings beside the results; refuse to add episodes to results made with other settings."""
     from prismatic.files import write_text_atomic
 
+    import torch
+
+    from prismatic.precision import resolve_precision
+
     settings = {key: getattr(cfg, key) for key in OUTCOME_SETTINGS}
+    settings["precision"] = resolve_precision(cfg.precision, "cuda" if torch.cuda.is_available() else "cpu").name
     settings_path = path.with_suffix(".settings.json")
     if resuming and settings_path.exists():
         earlier = json.loads(settings_path.read_text())

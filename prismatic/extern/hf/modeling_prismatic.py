@@ -356,7 +356,9 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         visual = torch.cat(visual, dim=1)  # (B, P [+1], D)
         n_visual, n_patches = visual.shape[1], patches.shape[1]
 
-        tokens = torch.cat([embeds[:, :1], visual, embeds[:, 1:]], dim=1)  # (B, S, D), visual block after BOS
+        # (B, S, D), visual block after BOS; in the wider of the two dtypes (fp32 visual tokens reach the pruner as such)
+        dtype = torch.promote_types(embeds.dtype, visual.dtype)
+        tokens = torch.cat([embeds[:, :1].to(dtype), visual.to(dtype), embeds[:, 1:].to(dtype)], dim=1)
         mask = torch.cat([attention_mask[:, :1], attention_mask.new_ones(batch, n_visual), attention_mask[:, 1:]], 1)
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand(batch, -1)
 
@@ -385,10 +387,11 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         (FastV), on the hidden states after the first K decoder layers.
         """
         llama, layer = self.language_model.model, self.pruner.prune_after_layer
+        llm_dtype = llama.embed_tokens.weight.dtype  # tokens may arrive wider (fp32 visual tokens at bf16 inference)
         if not layer:
             pruned = self.pruner(tokens, positions, mask, patch_start=1, num_patches=n_patches)
             hidden, all_hidden = bidirectional_llama_forward(
-                llama, pruned.tokens, pruned.position_ids, pruned.attention_mask, output_hidden_states,
+                llama, pruned.tokens.to(llm_dtype), pruned.position_ids, pruned.attention_mask, output_hidden_states,
                 key_bias=pruned.key_bias,
             )
             return hidden, all_hidden, pruned
@@ -399,7 +402,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
             return kept[0]
 
         hidden, all_hidden = bidirectional_llama_forward(
-            llama, tokens, positions, mask, output_hidden_states, prune_after=(layer, select)
+            llama, tokens.to(llm_dtype), positions, mask, output_hidden_states, prune_after=(layer, select)
         )
         return hidden, all_hidden, kept[0]
 

@@ -180,7 +180,8 @@ class LiberoDataset(torch.utils.data.Dataset):
         return self._handles[file_index]
 
     def set_epoch(self, epoch: int) -> None:
-        """Augmentations depend on (seed, epoch, sample, camera) only: not on workers, order or resumption."""
+        """Augmentations depend on (seed, epoch, sample, camera) only: not on workers, order or resumption. This sets
+        the epoch of plain indices; an ``(epoch, index)`` pair (what training's sampler yields) carries its own."""
         self.epoch = epoch
 
     def _low_dim_data(self, e: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -205,23 +206,25 @@ class LiberoDataset(torch.utils.data.Dataset):
             self._frames[(e, camera)] = np.stack([resize_image_for_policy(f[::-1, ::-1], self.image_size) for f in obs[()]])
         return self._frames[(e, camera)][t]
 
-    def _images(self, located: list[tuple[int, int]], indices: list[int], camera: int) -> torch.Tensor:
-        """(B, 3 * featurizers, H, W) processor inputs of one camera for a batch."""
+    def _images(self, located: list[tuple[int, int]], tagged: list[tuple[int, int]], camera: int) -> torch.Tensor:
+        """(B, 3 * featurizers, H, W) processor inputs of one camera for a batch of (epoch, index) samples."""
         frames = np.stack([self._frame(e, t, camera) for e, t in located])
         if self.augment is not None:
-            seeds = [hash((self.seed, self.epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF for index in indices]
+            seeds = [hash((self.seed, epoch, index, camera)) & 0x7FFF_FFFF_FFFF_FFFF for epoch, index in tagged]
             frames = self.augment.batch(frames, [torch.Generator().manual_seed(seed) for seed in seeds])
         return self.processor.image_processor.normalize_images(frames)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[dict]:
+    def __getitems__(self, indices: list[int | tuple[int, int]]) -> list[dict]:
+        """Samples by index, or by ``(epoch, index)`` (the epoch of the augmentation; plain ints use ``set_epoch``'s)."""
+        tagged = [item if isinstance(item, tuple) else (self.epoch, item) for item in indices]
         located = []
-        for index in indices:
+        for _, index in tagged:
             episode, t = self.locate(index)
             located.append((self._episode_ids[episode], t))
-        pixel_values = torch.cat([self._images(located, indices, k) for k in range(len(self.image_keys))], dim=1)
+        pixel_values = torch.cat([self._images(located, tagged, k) for k in range(len(self.image_keys))], dim=1)
         samples = []
         for (e, t), pixels in zip(located, pixel_values):
             episode = self.episodes[e]
