@@ -8,7 +8,8 @@
 #   5. success, kept visual tokens and latency side by side, kept tokens over stage-2 training, pictures.
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
-# TRIALS (10 episodes per policy), MAX_STEPS (episode length cap; default the suite's),
+# TRIALS (10 episodes per policy), MAX_STEPS (episode length cap; default the suite's), RENDER_QUALITY (fast:
+# decimated visual meshes, same physics; evaluation renders as the demos were),
 # QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ STAGE1_STEPS="${STAGE1_STEPS:-1800}"
 STAGE2_STEPS="${STAGE2_STEPS:-500}"
 TRIALS="${TRIALS:-10}"
 MAX_STEPS="${MAX_STEPS:-}"
+RENDER_QUALITY="${RENDER_QUALITY:-fast}"
 DATASET="${SUITE}_no_noops"
 START=$(date +%s)
 LAST=$START
@@ -35,9 +37,10 @@ bash scripts/setup_venv.sh "$VENV" test
 PY="$VENV/bin/python"
 stage_done "setup"
 
-echo "== 1/5 scripted demonstrations ($SUITE task $TASK, $DEMOS demos, 128 px)"
+echo "== 1/5 scripted demonstrations ($SUITE task $TASK, $DEMOS demos, 128 px, $RENDER_QUALITY renders)"
 "$PY" experiments/robot/libero/generate_scripted_demos.py --task_suite_name "$SUITE" --task_ids "[$TASK]" \
-  --num_demos_per_task "$DEMOS" --resolution 128 --num_workers 2 --out_dir "$OUT/data/$DATASET"
+  --num_demos_per_task "$DEMOS" --resolution 128 --num_workers 2 --out_dir "$OUT/data/$DATASET" \
+  --render_quality "$RENDER_QUALITY"
 stage_done "demos"
 
 train() {  # train RUN_ID STEPS DECAY_AT [finetune.py flags...]: resumes when a checkpoint of the run exists

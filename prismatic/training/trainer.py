@@ -106,6 +106,7 @@ def train(cfg: FinetuneConfig) -> dict:
     )  # fmt: skip
     dataset_statistics = dataset.dataset_statistics
     vla.norm_stats = vla.config.norm_stats = dataset_statistics
+    vla.config.render_quality = dataset.render_quality  # evaluation renders as the training frames were
     if d.main:
         (run_dir / "dataset_statistics.json").write_text(json.dumps(dataset_statistics, indent=2))
         if cfg.vla_path in PRESETS and not (run_dir / "base_model").exists():

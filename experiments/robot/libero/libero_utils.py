@@ -97,13 +97,22 @@ def get_initial_states(suite_name: str, task_id: int) -> np.ndarray:
     return np.asarray(get_task_suite(suite_name).get_task_init_states(task_id))
 
 
-def make_env(task: LiberoTask, resolution: int = 256, cameras: bool = True, seed: int = 0):
-    """A LIBERO env for `task`. Without cameras it neither renders nor needs a GL context (≈10x faster steps)."""
+def make_env(task: LiberoTask, resolution: int = 256, cameras: bool = True, seed: int = 0, render_quality: str = "full"):
+    """A LIBERO env for `task`. Without cameras it neither renders nor needs a GL context (≈10x faster steps).
+
+    ``render_quality="fast"`` draws decimated copies of the visual-only meshes (``visual_meshes``), from the next
+    ``reset()`` on (every episode starts with one); the physics is the same as ``"full"`` (LIBERO as shipped).
+    """
     _libero()
     from libero.libero.envs.env_wrapper import ControlEnv, OffScreenRenderEnv
 
+    from experiments.robot.libero.visual_meshes import check_render_quality, fast_render_xml
+
+    check_render_quality(render_quality)
     if cameras:
         env = OffScreenRenderEnv(bddl_file_name=task.bddl_file, camera_heights=resolution, camera_widths=resolution)
+        if render_quality == "fast":
+            env.env.set_xml_processor(fast_render_xml)  # robosuite rebuilds the model on every (hard) reset
     else:
         env = ControlEnv(bddl_file_name=task.bddl_file, use_camera_obs=False, has_offscreen_renderer=False)
     env.seed(seed)  # the seed also moves objects when an initial state is set afterwards (spec §7.2)

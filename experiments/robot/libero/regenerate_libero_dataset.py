@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.robot.libero import libero_utils as lu
+from experiments.robot.libero.visual_meshes import check_render_quality
 from prismatic.files import write_text_atomic
 from prismatic.vla.datasets import libero_hdf5
 
@@ -31,9 +32,11 @@ class RegenerateConfig:
     libero_target_dir: Path = Path("datasets/libero/libero_object_no_noops")
     resolution: int = 256
     overwrite: bool = False
+    render_quality: str = "full"  # full: LIBERO's meshes, as upstream's regenerated data | fast: decimated visual meshes
 
     def __post_init__(self):
         lu.check_suite_name(self.libero_task_suite)
+        check_render_quality(self.render_quality)
         if not Path(self.libero_raw_data_dir).is_dir():
             raise FileNotFoundError(
                 f"--libero_raw_data_dir {self.libero_raw_data_dir} does not exist. Point it at a folder of LIBERO "
@@ -84,9 +87,12 @@ def regenerate_task(cfg: RegenerateConfig, task: lu.LiberoTask, metainfo: dict) 
     target = Path(cfg.libero_target_dir) / source.name
     if not source.exists():
         raise FileNotFoundError(f"{source} is missing: the raw folder has no demonstrations for task {task.name!r}.")
-    env = lu.make_env(task, resolution=cfg.resolution, cameras=True)
+    env = lu.make_env(task, resolution=cfg.resolution, cameras=True, render_quality=cfg.render_quality)
     task_info, kept = {}, 0
-    env_args = {"env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "source": str(source)}
+    env_args = {
+        "env_name": "OffScreenRenderEnv", "camera_size": cfg.resolution, "source": str(source),
+        "render_quality": cfg.render_quality,
+    }  # fmt: skip
     with h5py.File(source, "r") as f, libero_hdf5.DemoFileWriter(target, task.language, env_args, task.bddl_file) as out:
         names = libero_hdf5.demo_names(f)
         for name in tqdm(names, desc=task.name[:40], unit="demo", leave=False):

@@ -50,6 +50,8 @@ class GenerateConfig:
     visual_token_budget: Optional[int] = None       # patches the baselines keep (LightVLA chooses its own count)
     fastv_layer: int = 2                            # FastV: decoder layers run on every token before pruning
     precision: str = "auto"                         # bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
+    render_quality: str = "auto"                    # fast | full | auto: as the checkpoint's training frames (full
+                                                    # for released checkpoints; fast for --policy scripted)
 
     task_suite_name: str = "libero_spatial"         # libero_spatial | libero_object | libero_goal | libero_10 | libero_90
     num_steps_wait: int = 10
@@ -86,6 +88,10 @@ class GenerateConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.render_quality != "auto":
+            from experiments.robot.libero.visual_meshes import check_render_quality
+
+            check_render_quality(self.render_quality)
         if self.visual_token_pruner is not None:
             from prismatic.models.pruning_baselines import make_pruner
 
@@ -197,8 +203,28 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
 OUTCOME_SETTINGS = (
     "policy", "pretrained_checkpoint", "num_open_loop_steps", "max_steps", "num_steps_wait", "env_img_res",
     "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
-    "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key", "precision",
+    "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key", "precision", "render_quality",
 )  # fmt: skip
+
+
+def resolve_render_quality(cfg: GenerateConfig) -> str:
+    """The renderer to evaluate with: ``auto`` renders as the policy's training frames were (our checkpoints record
+    it; released ones, which do not, were trained on LIBERO's full meshes); another choice is kept, with a warning
+    when it differs from the training frames'."""
+    if cfg.policy == "scripted":
+        return "fast" if cfg.render_quality == "auto" else cfg.render_quality
+    from prismatic.models.checkpoints import resolve_checkpoint
+
+    config = json.loads((resolve_checkpoint(cfg.pretrained_checkpoint) / "config.json").read_text())
+    trained = config.get("render_quality", "full")
+    if cfg.render_quality == "auto":
+        return trained
+    if cfg.render_quality != trained:
+        print(
+            f"[eval] warning: rendering with --render_quality {cfg.render_quality}, but {cfg.pretrained_checkpoint} "
+            f"was trained on {trained!r} renders: the policy sees images unlike its training frames"
+        )
+    return cfg.render_quality
 
 
 def check_resume_settings(cfg: GenerateConfig, path: Path, resuming: bool) -> None:
@@ -261,7 +287,7 @@ def run_sequential(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> 
     for task_id in sorted({s.task_id for s in specs}):
         task = lu.get_task(cfg.task_suite_name, task_id)
         states = initial_states(cfg, task)
-        env = lu.make_env(task, resolution=cfg.env_img_res)
+        env = lu.make_env(task, resolution=cfg.env_img_res, render_quality=cfg.render_quality)
         for spec in (s for s in specs if s.task_id == task_id):
             on_result(run_episode(env, task, spec, states[spec.trial % len(states)], policy))
         lu.close_env(env)
@@ -282,7 +308,7 @@ def _worker(cfg: GenerateConfig, jobs, requests, replies, results, worker_id: in
             for env in envs.values():
                 lu.close_env(env)
             task = lu.get_task(cfg.task_suite_name, spec.task_id)
-            envs = {spec.task_id: lu.make_env(task, resolution=cfg.env_img_res)}
+            envs = {spec.task_id: lu.make_env(task, resolution=cfg.env_img_res, render_quality=cfg.render_quality)}
             states[spec.task_id] = (task, initial_states(cfg, task))
         task, task_states = states[spec.task_id]
         result = run_episode(envs[spec.task_id], task, spec, task_states[spec.trial % len(task_states)], policy)
@@ -383,13 +409,14 @@ def summarize(records: list[dict]) -> str:
 def evaluate(cfg: GenerateConfig) -> list[dict]:
     from tqdm import tqdm
 
+    cfg.render_quality = resolve_render_quality(cfg)
     path = cfg.results_path
     done = finished_episodes(path)
     check_resume_settings(cfg, path, resuming=bool(done))
     specs = [s for s in planned_episodes(cfg) if (s.task_id, s.trial) not in done]
     print(
         f"[eval] {cfg.task_suite_name}: {len(done)} episode(s) already in {path}, {len(specs)} to run "
-        f"with {cfg.num_workers} worker(s)"
+        f"with {cfg.num_workers} worker(s), {cfg.render_quality} renders"
     )
     bar = tqdm(total=len(specs), desc="episodes", unit="episode")
     records, task_seen = list(done.values()), set()

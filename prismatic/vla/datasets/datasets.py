@@ -125,7 +125,7 @@ class LiberoDataset(torch.utils.data.Dataset):
     def _index_episodes(self) -> list[Episode]:
         import h5py
 
-        episodes = []
+        episodes, qualities = [], {}
         for i, path in enumerate(self.files):
             try:
                 f = h5py.File(path, "r")
@@ -133,11 +133,18 @@ class LiberoDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"{path} cannot be opened as HDF5 ({err}); delete or regenerate it.") from err
             with f:
                 language = libero_hdf5.read_language(f)
+                qualities.setdefault(libero_hdf5.read_render_quality(f), path)
                 for name in libero_hdf5.demo_names(f):
                     libero_hdf5.check_demo_group(f, name)
                     episodes.append(Episode(i, name, len(f["data"][name]["actions"]), language))
         if not episodes:
             raise DatasetError(f"Dataset {self.dataset_name!r}: its files hold no demonstrations (no data/demo_*).")
+        if len(qualities) > 1:
+            raise DatasetError(
+                f"Dataset {self.dataset_name!r} mixes frames rendered at different qualities ({qualities}): a policy "
+                "would learn two looks of one scene. Regenerate one part with the other's --render_quality."
+            )
+        self.render_quality = next(iter(qualities))  # recorded in trained checkpoints: evaluation renders the same way
         return episodes
 
     def _statistics(self) -> dict:

@@ -144,6 +144,13 @@ def demo_names(f) -> list[str]:
     return sorted(names, key=lambda name: int(name.split("_")[1]))
 
 
+def read_render_quality(f) -> str:
+    """How the file's frames were rendered: "fast" (decimated visual meshes) or "full" (LIBERO as shipped; files that
+    do not say, such as the official demos, were rendered that way)."""
+    env_args = f["data"].attrs.get("env_args")
+    return json.loads(env_args).get("render_quality", "full") if env_args else "full"
+
+
 def read_language(f) -> str:
     info = f["data"].attrs.get("problem_info")
     if info is not None:
