@@ -94,7 +94,9 @@ def test_stored_frames_are_what_the_evaluation_env_renders(scripted_demo_root):
     gripper's green grip line until the env is reset), same cameras."""
     with h5py.File(scripted_demo_root / "libero_object_no_noops" / TASK_FILE, "r") as f:
         demo = libero_hdf5.read_demo(f, "demo_0")
-    env = lu.make_env(lu.get_task("libero_object", 0), resolution=64, cameras=True)
+        quality = libero_hdf5.read_render_quality(f)
+    assert quality in ("full", "fast")  # recorded in the file; evaluation renders the same way
+    env = lu.make_env(lu.get_task("libero_object", 0), resolution=64, cameras=True, render_quality=quality)
     try:
         env.reset()
         for step in (0, len(demo) // 2):

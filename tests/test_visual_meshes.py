@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,6 @@ def test_simplified_copy_keeps_original_vertices_and_their_texture_coordinates(t
 
 
 def _build(source: str, cache: str) -> str:
-    import os
-
     os.environ["LIGHTVLA_CACHE"] = cache
     return str(vm.cached_copy(source))
 
@@ -165,3 +164,18 @@ def test_training_records_the_datasets_render_quality(data_root, tmp_path):
     write_task(data_root / UNNORM_KEY, "task_c", [20], first_seed=9)  # no env_args: rendered "full"
     with pytest.raises(DatasetError, match="mixes frames rendered at different qualities"):
         train(finetune_config(data_root, tmp_path / "mixed", vla_path="libero-cpu", max_steps=1, batch_size=2))
+
+
+@pytest.mark.slow
+def test_simulation_benchmark_runs_end_to_end(tmp_path):
+    """scripts/benchmark_simulation.py at a toy size: every row is measured (its numbers are in the README)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_simulation.py"
+    command = [sys.executable, str(script), "--steps", "3", "--queries", "2", "--episodes", "2", "--episode_steps", "5"]
+    env = {**os.environ, "LIGHTVLA_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for row in ("render quality full", "render quality fast", "physics only", "policy query", "2 workers vs 1"):
+        assert row in proc.stdout, row

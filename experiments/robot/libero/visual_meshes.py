@@ -162,7 +162,13 @@ FORMATS = {".msh": (read_msh, write_msh), ".stl": (read_stl, write_stl), ".obj":
 # --- simplification and the cache ---------------------------------------------------------------------------------------
 def simplify(mesh: Mesh) -> Mesh:
     """Fewer triangles over a subset of the same vertices (so texture coordinates and normals stay exact)."""
-    import meshoptimizer
+    try:
+        import meshoptimizer
+    except ImportError as err:
+        raise ImportError(
+            "render quality 'fast' needs meshoptimizer (part of the libero extra: pip install -e '.[libero]'; it "
+            "compiles a small C++ extension), or pass --render_quality full"
+        ) from err
 
     mesh = mesh.welded()
     target = max(MIN_TRIANGLES, int(len(mesh.faces) * TARGET_RATIO))

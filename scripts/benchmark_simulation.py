@@ -1,0 +1,125 @@
+"""What the simulator costs, side by side in one run on one task: a step with two cameras under render quality full and
+fast, a step without cameras (physics only), a policy query (preprocessing + model), and evaluation episodes per
+second with 1 and 2 simulator workers.
+
+    python scripts/benchmark_simulation.py                      # libero_object task 0, 128 px, libero-cpu policy
+    python scripts/benchmark_simulation.py --task_suite_name libero_spatial --resolution 256
+
+The policy is the `libero-cpu` preset with random weights, saved to a temporary folder (its episodes fail and run
+`--episode_steps` steps each, so every worker count does the same work). Timings are medians of repeated steps.
+"""
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import draccus
+import numpy as np
+
+from experiments.robot.libero import libero_utils as lu
+
+
+@dataclass
+class SimulationBenchmarkConfig:
+    # fmt: off
+    task_suite_name: str = "libero_object"
+    task_id: int = 0
+    resolution: int = 128                   # both cameras, square
+    steps: int = 40                         # timed steps per setting
+    queries: int = 20                       # timed policy queries
+    episodes: int = 4                       # evaluation episodes per worker count
+    episode_steps: int = 60                 # steps per evaluation episode
+    # fmt: on
+
+
+def step_ms(cfg: SimulationBenchmarkConfig, cameras: bool, quality: str = "full") -> float:
+    task = lu.get_task(cfg.task_suite_name, cfg.task_id)
+    env = lu.make_env(task, resolution=cfg.resolution, cameras=cameras, render_quality=quality)
+    try:
+        env.seed(0)
+        env.reset()  # builds the fast model (and its mesh cache, once) outside the timing
+        env.set_init_state(lu.get_initial_states(cfg.task_suite_name, cfg.task_id)[0])
+        rng = np.random.default_rng(0)
+        times = []
+        for _ in range(cfg.steps):
+            action = np.concatenate([rng.uniform(-0.3, 0.3, 6), [-1.0]])
+            start = time.perf_counter()
+            env.step(action)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+    finally:
+        lu.close_env(env)
+
+
+def random_policy_folder(root: Path) -> Path:
+    from prismatic.models.checkpoints import save_policy
+    from prismatic.presets import make_policy
+
+    stats = {"libero_object_no_noops": {
+        "action": {"q01": [-0.9] * 6 + [-1.0], "q99": [0.9] * 6 + [1.0], "mask": [True] * 6 + [False]},
+        "proprio": {"q01": [-0.3, -0.3, 0.8, -3.2, -3.2, -3.2, 0.0, -0.04], "q99": [0.3, 0.3, 1.3, 3.2, 3.2, 3.2, 0.04, 0.0]},
+    }}  # fmt: skip
+    policy = make_policy("libero-cpu", norm_stats=stats)
+    policy.vla.config.render_quality = "fast"
+    folder = root / "libero-cpu-random"
+    save_policy(folder, policy.vla, policy.processor, policy.action_head, policy.proprio_projector)
+    return folder
+
+
+def query_ms(cfg: SimulationBenchmarkConfig, folder: Path) -> float:
+    from experiments.robot.libero.run_libero_eval import GenerateConfig, VLAPolicy
+
+    policy = VLAPolicy(GenerateConfig(pretrained_checkpoint=str(folder), unnorm_key="libero_object_no_noops"))
+    rng = np.random.default_rng(0)
+    image = lambda: rng.integers(0, 256, (cfg.resolution, cfg.resolution, 3), dtype=np.uint8)  # noqa: E731
+    observation = {"full_image": image(), "wrist_image": image(), "state": np.zeros(8)}
+    times = []
+    for _ in range(cfg.queries + 2):
+        start = time.perf_counter()
+        policy.batch([observation], ["pick up the alphabet soup and place it in the basket"])
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times[2:])
+
+
+def episodes_per_second(cfg: SimulationBenchmarkConfig, folder: Path, workers: int, log_dir: Path) -> float:
+    from experiments.robot.libero.run_libero_eval import GenerateConfig, evaluate
+
+    eval_cfg = GenerateConfig(
+        pretrained_checkpoint=str(folder), task_suite_name=cfg.task_suite_name, task_ids=[cfg.task_id],
+        num_trials_per_task=cfg.episodes, max_steps=cfg.episode_steps, env_img_res=cfg.resolution,
+        num_open_loop_steps=1, num_workers=workers, local_log_dir=str(log_dir / f"w{workers}"),
+        unnorm_key="libero_object_no_noops", save_pruning_picture=False,
+    )  # fmt: skip
+    start = time.perf_counter()
+    evaluate(eval_cfg)
+    return cfg.episodes / (time.perf_counter() - start)
+
+
+@draccus.wrap()
+def main(cfg: SimulationBenchmarkConfig) -> dict:
+    result = {
+        "physics only": step_ms(cfg, cameras=False),
+        "full": step_ms(cfg, cameras=True, quality="full"),
+        "fast": step_ms(cfg, cameras=True, quality="fast"),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = random_policy_folder(Path(tmp))
+        result["query"] = query_ms(cfg, folder)
+        rates = {w: episodes_per_second(cfg, folder, w, Path(tmp)) for w in (1, 2)}
+    print(f"\n{cfg.task_suite_name} task {cfg.task_id}, two {cfg.resolution} px cameras, median of {cfg.steps} steps")
+    print("| measurement | value |\n|---|---|")
+    print(f"| simulator step, render quality full (ms) | {result['full']:.1f} |")
+    print(f"| simulator step, render quality fast (ms) | {result['fast']:.1f} |")
+    print(f"| speed-up fast vs full | {result['full'] / result['fast']:.2f}x |")
+    print(f"| simulator step without cameras (physics only, ms) | {result['physics only']:.1f} |")
+    print(f"| policy query, libero-cpu (preprocessing + model, ms) | {result['query']:.1f} |")
+    for workers, rate in rates.items():
+        print(f"| evaluation, {workers} worker(s), fast ({cfg.episode_steps}-step episodes per s) | {rate:.3f} |")
+    print(f"| evaluation speed-up, 2 workers vs 1 | {rates[2] / rates[1]:.2f}x |")
+    return {**result, "episodes_per_s": rates}
+
+
+if __name__ == "__main__":
+    main()
