@@ -1,7 +1,13 @@
-"""Small file helpers shared by scripts that must never leave a torn file behind."""
+"""Small file helpers: the user's cache folder, and atomic writes for scripts that must never leave a torn file."""
 
 import os
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Where derived data is cached (dataset statistics of read-only data, decimated meshes): ``$LIGHTVLA_CACHE``,
+    default ``~/.cache/lightvla``."""
+    return Path(os.environ.get("LIGHTVLA_CACHE") or Path.home() / ".cache" / "lightvla")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

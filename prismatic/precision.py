@@ -55,12 +55,16 @@ class Precision:
         return f"{self.name} on {self.device_type}"
 
 
+def check_precision(name: str) -> str:
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {name!r}")
+    return name
+
+
 def resolve_precision(name: str | None, device: str | torch.device) -> Precision:
     """``auto``/None -> bf16 on CUDA, fp32 elsewhere (upstream's choice); otherwise as asked, on any device."""
     device_type = torch.device(device).type
-    name = name or "auto"
-    if name not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {PRECISIONS}, got {name!r}")
+    name = check_precision(name or "auto")
     if name == "auto":
         name = "bf16" if device_type == "cuda" else "fp32"
     return Precision(name, device_type)

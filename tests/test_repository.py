@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE_FOLDERS = ("tests", "prismatic", "experiments", "scripts", "vla-scripts")
 # Places that name the user's home on purpose: locations a user owns, never data the repository depends on.
 ALLOWED_HOME = {
-    "prismatic/vla/datasets/statistics.py": "statistics cache for read-only datasets (LIGHTVLA_CACHE overrides it)",
+    "prismatic/files.py": "the cache of derived data (statistics, decimated meshes; LIGHTVLA_CACHE overrides it)",
     "prismatic/training/metrics.py": "Weights & Biases credentials in ~/.netrc",
     "prismatic/models/checkpoints.py": "expands a '~' the user typed in a checkpoint path",
 }

@@ -60,10 +60,9 @@ class DeployConfig:
             raise ValueError("--use_relative_actions is unused upstream and not supported here")
         if self.max_batch_size < 1:
             raise ValueError("--max_batch_size must be at least 1")
-        from prismatic.precision import PRECISIONS
+        from prismatic.precision import check_precision
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 def build_server_state(cfg: DeployConfig):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from prismatic.precision import PRECISIONS
+from prismatic.precision import check_precision
 from prismatic.training.schedules import NOISE_SCHEDULES
 
 
@@ -87,8 +87,7 @@ class FinetuneConfig:
             raise ValueError("Only the L1 regression head is implemented: pass --use_diffusion False --use_film False.")
         if not self.use_l1_regression:
             raise ValueError("Discrete-token training is not implemented: pass --use_l1_regression True.")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         for name in ("batch_size", "grad_accumulation_steps", "max_steps", "save_freq", "log_freq",
                      "distributed_timeout_minutes"):  # fmt: skip
             if getattr(self, name) < 1:

@@ -84,10 +84,9 @@ class GenerateConfig:
             raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
-        from prismatic.precision import PRECISIONS
+        from prismatic.precision import check_precision
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.render_quality != "auto":
             from experiments.robot.libero.visual_meshes import check_render_quality
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prismatic.files import cache_root
+
 RENDER_QUALITIES = ("full", "fast")
 HIDDEN_GROUP = "3"  # drawn by neither robosuite's cameras nor its viewer (MjvOption shows groups 0-2 at most)
 # Simplification target: this fraction of a mesh's triangles, but never fewer than MIN_TRIANGLES; meshoptimizer also
@@ -40,8 +42,7 @@ SETTINGS = f"meshopt|ratio={TARGET_RATIO}|min={MIN_TRIANGLES}|error={TARGET_ERRO
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("LIGHTVLA_CACHE") or Path.home() / ".cache" / "lightvla"
-    return Path(root) / "meshes"
+    return cache_root() / "meshes"
 
 
 def check_render_quality(quality: str) -> str:

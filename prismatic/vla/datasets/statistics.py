@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_DIR = Path(os.environ.get("LIGHTVLA_CACHE") or Path.home() / ".cache" / "lightvla")
+from prismatic.files import cache_root
+
+CACHE_DIR = cache_root()
 
 
 def summarize(values: np.ndarray) -> dict[str, list[float]]:
