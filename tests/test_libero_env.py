@@ -75,3 +75,33 @@ def test_torchvision_can_be_imported_after_rendering():
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_each_model_is_compiled_once_and_every_sim_gets_its_own_copy(monkeypatch):
+    """robosuite recompiles the same XML at every reset; after compile_each_model_once a process compiles it once,
+    and every MjSim simulates a copy (robosuite edits its model at run time: the cached one must not change)."""
+    lu._libero()  # LLVM load order (torchvision before mujoco's GL), as make_env does
+    import mujoco
+    from robosuite.utils import binding_utils
+
+    monkeypatch.setattr(binding_utils.MjSim, "from_xml_string", binding_utils.MjSim.from_xml_string)  # restored after
+    monkeypatch.setattr(lu, "_COMPILED", {})
+    compiled = []
+    real = mujoco.MjModel.from_xml_string
+    monkeypatch.setattr(mujoco.MjModel, "from_xml_string", lambda xml: compiled.append(xml) or real(xml))
+    lu.compile_each_model_once()
+    lu.compile_each_model_once()  # idempotent: not wrapped twice
+    xml = '<mujoco><worldbody><body><freejoint/><geom size="0.1" rgba="1 0 0 1"/></body></worldbody></mujoco>'
+    first = binding_utils.MjSim.from_xml_string(xml)
+    first.model._model.geom_rgba[0] = [0, 1, 0, 1]  # what robosuite does to hide its sites
+    second = binding_utils.MjSim.from_xml_string(xml)
+    assert len(compiled) == 1
+    assert second.model._model is not first.model._model
+    np.testing.assert_array_equal(second.model._model.geom_rgba[0], [1, 0, 0, 1])
+    mujoco.mj_step(first.model._model, first.data._data)
+    mujoco.mj_step(second.model._model, second.data._data)
+    np.testing.assert_array_equal(first.data.qpos, second.data.qpos)
+    other = '<mujoco><worldbody><geom size="0.2"/></worldbody></mujoco>'
+    for _ in range(lu.MAX_COMPILED + 1):  # a bounded cache: the oldest model goes
+        binding_utils.MjSim.from_xml_string(other if _ % 2 else xml.replace("0.1", f"0.{_ + 2}"))
+    assert len(lu._COMPILED) == lu.MAX_COMPILED

@@ -76,14 +76,15 @@ def test_only_visual_geoms_get_twins_and_collision_geoms_stay(tmp_path, monkeypa
     vm.write_msh(textured_grid(), source)
     xml = f"""<mujoco><asset><mesh name="m" file="{source}" scale="2 2 2"/></asset><worldbody><body name="b">
       <geom name="vis" type="mesh" mesh="m" contype="0" conaffinity="0" group="1" density="100" material="x"/>
-      <geom name="col" type="mesh" mesh="m" group="0"/></body></worldbody></mujoco>"""
+      <geom name="col" type="mesh" mesh="m" group="0"/>
+      <geom name="undrawn" type="mesh" mesh="m" contype="0" conaffinity="0" mass="1"/></body></worldbody></mujoco>"""
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(vm.fast_render_xml(xml, show_progress=False))
     geoms = root.find("worldbody/body").findall("geom")
     assert [(g.get("name"), g.get("mesh"), g.get("group")) for g in geoms] == [
-        ("vis", "m", vm.HIDDEN_GROUP), (None, "m__fast", "1"), ("col", "m", "0"),
-    ]  # fmt: skip
+        ("vis", "m", vm.HIDDEN_GROUP), (None, "m__fast", "1"), ("col", "m", "0"), ("undrawn", "m", None),
+    ]  # fmt: skip  # a group-0 geom is never drawn and may weigh in robosuite's inertias: left alone
     twin = geoms[1]
     assert twin.get("mass") == "0" and twin.get("density") is None and twin.get("material") == "x"
     copy = [m for m in root.find("asset").findall("mesh") if m.get("name") == "m__fast"][0]
@@ -91,12 +92,20 @@ def test_only_visual_geoms_get_twins_and_collision_geoms_stay(tmp_path, monkeypa
 
 
 # --- in the simulator ----------------------------------------------------------------------------------------------------
-def rollout(quality: str, steps: int = 40):
+def rollout(quality: str, steps: int = 40, monkeypatch=None):
+    """qpos+qvel per step, frames and success checks; with ``monkeypatch``, robosuite compiles the model itself
+    (LIBERO as shipped) instead of simulating a copy of this process's compiled one (libero_utils)."""
     from experiments.robot.libero import libero_utils as lu
 
     task = lu.get_task("libero_object", 0)
     state = lu.get_initial_states("libero_object", 0)[3]
     env = lu.make_env(task, resolution=64, render_quality=quality)
+    if monkeypatch is not None:
+        import mujoco
+        from robosuite.utils import binding_utils
+
+        compile_now = classmethod(lambda cls, xml: cls(mujoco.MjModel.from_xml_string(xml)))
+        monkeypatch.setattr(binding_utils.MjSim, "from_xml_string", compile_now)
     try:
         env.seed(5)
         env.reset()
@@ -118,12 +127,16 @@ def rollout(quality: str, steps: int = 40):
 @pytest.mark.slow
 def test_fast_rendering_leaves_the_physics_bit_identical(tmp_path, monkeypatch):
     """From an official initial state, the same actions give the same qpos and qvel at every step, and the same
-    success checks; the frames still look alike (textures map: small mean difference)."""
+    success checks, under fast and full renders and with robosuite compiling the model itself at the reset; the
+    frames still look alike (textures map: small mean difference)."""
     monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))
     full, full_frames, full_success, full_geoms = rollout("full")
     fast, fast_frames, fast_success, fast_geoms = rollout("fast")
     assert fast_geoms > full_geoms  # the twins are there
     np.testing.assert_array_equal(fast, full)
+    shipped, _, shipped_success, _ = rollout("full", monkeypatch=monkeypatch)  # compiled by robosuite at the reset
+    np.testing.assert_array_equal(full, shipped)
+    assert shipped_success == full_success
     assert fast_success == full_success
     for camera in (0, 1):
         difference = np.abs(np.stack([f[camera] for f in fast_frames]).astype(int) - np.stack([f[camera] for f in full_frames]))

@@ -34,6 +34,8 @@ class EpisodeResult:
     kept_tokens: list | None = None  # per policy query, for the token-statistics report
     latency_ms_mean: float | None = None
     seconds: float = 0.0
+    simulator_seconds: float = 0.0  # in env.reset/step (the rest of `seconds` is mostly waiting for the policy)
+    policy_seconds: float = 0.0  # from asking the policy to its answer (in parallel runs: queueing included)
     final_eef_pos: list | None = None  # where the hand ended: compares runs beyond success and step counts
     error: str | None = None
     frames: list = field(default_factory=list, repr=False)  # rotated agentview frames, when recording a video
@@ -90,6 +92,7 @@ def run_episode(
         env.seed(episode_seed(spec.seed, spec.task_id, spec.trial))
         env.reset()
         obs = lu.settle(env, env.set_init_state(initial_state), spec.num_steps_wait)  # the policy is not asked yet
+        result.simulator_seconds = time.perf_counter() - start
         if hasattr(policy, "start_episode"):
             policy.start_episode(env, obs)
         queue: deque = deque(maxlen=spec.num_open_loop_steps)
@@ -99,7 +102,9 @@ def run_episode(
             if spec.record_video:
                 result.frames.append(observation["full_image"])
             if not queue:
+                asked = time.perf_counter()
                 chunk, stats = policy(observation, task.language, obs)
+                result.policy_seconds += time.perf_counter() - asked
                 kept_now = stats.get("kept_indices")
                 result.queries += 1
                 if result.first_observation is None:
@@ -118,7 +123,9 @@ def run_episode(
                 )
             if spec.record_video and kept_now is not None:
                 result.pruning_frames.append((observation, kept_now))
+            stepped = time.perf_counter()
             obs, _, done, _ = env.step(queue.popleft().tolist())
+            result.simulator_seconds += time.perf_counter() - stepped
             result.steps += 1
             result.final_eef_pos = [float(x) for x in obs["robot0_eef_pos"]]
             if done:

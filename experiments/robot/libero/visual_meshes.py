@@ -1,14 +1,16 @@
 """Render quality "fast": LIBERO draws simplified copies of the meshes it only draws; the physics is untouched.
 
 Software rendering (Mesa llvmpipe) spends its time on vertices: LIBERO's scenes draw ~840 k mesh vertices (the basket
-alone 199 k) into 128 px cameras. Under ``fast``, every geom that only draws (``contype="0" conaffinity="0"``) and
-shows a mesh gets a twin:
+alone 199 k) into 128 px cameras. Under ``fast``, every geom that only draws (``contype="0" conaffinity="0"``, in a
+drawn group 1 or 2) and shows a mesh gets a twin:
 
 * the original stays in the model, untouched except that it moves to geom group 3, which the off-screen renderer does
-  not draw (robosuite shows group 1 only) — so every mass, inertia, contact and solver parameter is compiled from the
+  not draw (robosuite draws groups 1 and 2) — so every mass, inertia, contact and solver parameter is compiled from the
   shipped mesh exactly as before;
 * the twin, inserted right after it, has the same pose, material and colour, ``mass="0"`` (it adds nothing to its
   body) and never collides, and draws a decimated copy of the mesh.
+
+The fast model also renders off-screen frames without multisampling (``offsamples="0"``), a rendering setting.
 
 Decimation (meshoptimizer) collapses edges onto existing vertices, so the copy keeps a subset of the original
 vertices with their texture coordinates and normals (labels still map). Copies are built once, with a progress bar,
@@ -32,12 +34,14 @@ import numpy as np
 from prismatic.files import cache_root
 
 RENDER_QUALITIES = ("full", "fast")
+DRAWN_GROUPS = ("1", "2")  # robosuite's cameras draw visual groups 1 and 2 (group 0 holds collision geoms)
 HIDDEN_GROUP = "3"  # drawn by neither robosuite's cameras nor its viewer (MjvOption shows groups 0-2 at most)
 # Simplification target: this fraction of a mesh's triangles, but never fewer than MIN_TRIANGLES; meshoptimizer also
 # stops where the next collapse would move the surface by more than TARGET_ERROR of the mesh's extent.
-TARGET_RATIO = 0.1
-MIN_TRIANGLES = 600
+TARGET_RATIO = 0.05
+MIN_TRIANGLES = 200
 TARGET_ERROR = 0.02
+FAST_OFFSAMPLES = 0  # multisampling off: measured below (README)
 SETTINGS = f"meshopt|ratio={TARGET_RATIO}|min={MIN_TRIANGLES}|error={TARGET_ERROR}|weld|v2"
 
 
@@ -214,13 +218,19 @@ def cached_copy(source: str) -> Path:
 
 
 def _visual_mesh_geoms(root: ET.Element, meshes: dict[str, ET.Element]):
-    """(parent, geom) of every geom that only draws a mesh of a supported format."""
+    """(parent, geom) of every geom that only draws a mesh of a supported format and is drawn at all.
+
+    Only geoms of groups 1 and 2: the cameras draw those, and robosuite's compiler (``inertiagrouprange="0 0"``)
+    computes body inertias from group 0 alone, so moving a group-1/2 original to group 3 changes no mass. A group-0
+    geom is never drawn (robosuite hides the collision group) and may carry mass: it stays as it is.
+    """
     for parent in root.iter():
         for geom in parent.findall("geom"):
             mesh = meshes.get(geom.get("mesh"))
             if (
                 geom.get("type") == "mesh" and mesh is not None and geom.get("contype") == "0"
-                and geom.get("conaffinity") == "0" and Path(mesh.get("file", "")).suffix.lower() in FORMATS
+                and geom.get("conaffinity") == "0" and geom.get("group") in DRAWN_GROUPS
+                and Path(mesh.get("file", "")).suffix.lower() in FORMATS
             ):  # fmt: skip
                 yield parent, geom
 
@@ -254,4 +264,16 @@ def fast_render_xml(xml: str, show_progress: bool = True) -> str:
         twin.set("group", geom.get("group", "0"))
         geom.set("group", HIDDEN_GROUP)
         parent.insert(list(parent).index(geom) + 1, twin)
+    _without_multisampling(root)
     return ET.tostring(root, encoding="unicode")
+
+
+def _without_multisampling(root: ET.Element) -> None:
+    """Off-screen frames drawn once per pixel instead of MuJoCo's 4 samples (a rendering setting, no physics)."""
+    visual = root.find("visual")
+    if visual is None:
+        visual = ET.SubElement(root, "visual")
+    quality = visual.find("quality")
+    if quality is None:
+        quality = ET.SubElement(visual, "quality")
+    quality.set("offsamples", str(FAST_OFFSAMPLES))
