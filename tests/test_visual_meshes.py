@@ -89,6 +89,7 @@ def test_only_visual_geoms_get_twins_and_collision_geoms_stay(tmp_path, monkeypa
     assert twin.get("mass") == "0" and twin.get("density") is None and twin.get("material") == "x"
     copy = [m for m in root.find("asset").findall("mesh") if m.get("name") == "m__fast"][0]
     assert copy.get("scale") == "2 2 2" and Path(copy.get("file")).exists()
+    assert root.find("visual/quality").get("offsamples") == "0"  # multisampling off: part of "fast" 
 
 
 # --- in the simulator ----------------------------------------------------------------------------------------------------

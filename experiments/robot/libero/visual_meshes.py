@@ -261,7 +261,7 @@ def fast_render_xml(xml: str, show_progress: bool = True) -> str:
         twin = ET.Element("geom", {k: v for k, v in geom.attrib.items() if k not in ("name", "mass", "density")})
         twin.set("mesh", twins[name])
         twin.set("mass", "0")
-        twin.set("group", geom.get("group", "0"))
+        twin.set("group", geom.get("group"))  # 1 or 2: only drawn geoms get twins
         geom.set("group", HIDDEN_GROUP)
         parent.insert(list(parent).index(geom) + 1, twin)
     _without_multisampling(root)
