@@ -1,6 +1,6 @@
 """What the simulator costs, side by side in one run on one task: a step with two cameras under render quality full and
 fast, a step without cameras (physics only), a policy query (preprocessing + model), and evaluation episodes per
-second with 1 and 2 simulator workers.
+second with 1 and 2 simulator workers (2: with a policy in each worker, and with one shared policy).
 
     python scripts/benchmark_simulation.py                      # libero_object task 0, 128 px, libero-cpu policy
     python scripts/benchmark_simulation.py --task_suite_name libero_spatial --resolution 256
@@ -83,13 +83,14 @@ def query_ms(cfg: SimulationBenchmarkConfig, folder: Path) -> float:
     return statistics.median(times[2:])
 
 
-def episodes_per_second(cfg: SimulationBenchmarkConfig, folder: Path, workers: int, log_dir: Path) -> float:
+def episodes_per_second(cfg: SimulationBenchmarkConfig, folder: Path, workers: int, placement: str, log_dir: Path) -> float:
     from experiments.robot.libero.run_libero_eval import GenerateConfig, evaluate
 
     eval_cfg = GenerateConfig(
         pretrained_checkpoint=str(folder), task_suite_name=cfg.task_suite_name, task_ids=[cfg.task_id],
         num_trials_per_task=cfg.episodes, max_steps=cfg.episode_steps, env_img_res=cfg.resolution,
-        num_open_loop_steps=1, num_workers=workers, local_log_dir=str(log_dir / f"w{workers}"),
+        num_open_loop_steps=1, num_workers=workers, policy_placement=placement,
+        local_log_dir=str(log_dir / f"w{workers}-{placement}"),
         unnorm_key="libero_object_no_noops", save_pruning_picture=False,
     )  # fmt: skip
     start = time.perf_counter()
@@ -97,7 +98,7 @@ def episodes_per_second(cfg: SimulationBenchmarkConfig, folder: Path, workers: i
     wall = time.perf_counter() - start
     simulating = sum(r["simulator_seconds"] for r in records) / wall  # simulators busy at once, on average
     waiting = sum(r["policy_seconds"] for r in records) / wall
-    print(f"[benchmark] {workers} worker(s): {wall:.1f} s, simulators stepping {simulating:.2f}, waiting for the "
+    print(f"[benchmark] {workers} worker(s), policy {placement}: {wall:.1f} s, simulators stepping {simulating:.2f}, waiting for the "
           f"policy {waiting:.2f} (episode-seconds per second)")
     return cfg.episodes / wall
 
@@ -112,7 +113,8 @@ def main(cfg: SimulationBenchmarkConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = random_policy_folder(Path(tmp))
         result["query"] = query_ms(cfg, folder)
-        rates = {w: episodes_per_second(cfg, folder, w, Path(tmp)) for w in (1, 2)}
+        runs = [(1, "auto"), (2, "workers"), (2, "shared")]
+        rates = {run: episodes_per_second(cfg, folder, *run, Path(tmp)) for run in runs}
     print(f"\n{cfg.task_suite_name} task {cfg.task_id}, two {cfg.resolution} px cameras, median of {cfg.steps} steps")
     print("| measurement | value |\n|---|---|")
     print(f"| simulator step, render quality full (ms) | {result['full']:.1f} |")
@@ -120,10 +122,12 @@ def main(cfg: SimulationBenchmarkConfig) -> dict:
     print(f"| speed-up fast vs full | {result['full'] / result['fast']:.2f}x |")
     print(f"| simulator step without cameras (physics only, ms) | {result['physics only']:.1f} |")
     print(f"| policy query, libero-cpu (preprocessing + model, ms) | {result['query']:.1f} |")
-    for workers, rate in rates.items():
-        print(f"| evaluation, {workers} worker(s), fast ({cfg.episode_steps}-step episodes per s) | {rate:.3f} |")
-    print(f"| evaluation speed-up, 2 workers vs 1 | {rates[2] / rates[1]:.2f}x |")
-    return {**result, "episodes_per_s": rates}
+    for (workers, placement), rate in rates.items():
+        where = "" if workers == 1 else f", policy {'in each worker' if placement == 'workers' else 'shared'}"
+        print(f"| evaluation, {workers} worker(s){where}, fast ({cfg.episode_steps}-step episodes per s) | {rate:.3f} |")
+    for placement in ("workers", "shared"):
+        print(f"| evaluation speed-up, 2 workers ({placement}) vs 1 | {rates[2, placement] / rates[1, 'auto']:.2f}x |")
+    return {**result, "episodes_per_s": {f"{w}-{p}": r for (w, p), r in rates.items()}}
 
 
 if __name__ == "__main__":

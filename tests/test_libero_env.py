@@ -105,3 +105,30 @@ def test_each_model_is_compiled_once_and_every_sim_gets_its_own_copy(monkeypatch
     for _ in range(lu.MAX_COMPILED + 1):  # a bounded cache: the oldest model goes
         binding_utils.MjSim.from_xml_string(other if _ % 2 else xml.replace("0.1", f"0.{_ + 2}"))
     assert len(lu._COMPILED) == lu.MAX_COMPILED
+
+
+def test_a_fast_env_compiles_only_the_fast_model_and_its_resets_skip_old_objects(monkeypatch, tmp_path):
+    """robosuite's constructor builds a first model before a processor can be set: under fast renders it must already
+    be the fast one (one compile, of simplified meshes, for the constructor and every reset). The env freezes what
+    exists for robosuite's gc.collect at each reset, and closing it gives that back."""
+    import gc
+
+    monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))
+    lu._libero()
+    import mujoco
+    from robosuite.utils import binding_utils
+
+    monkeypatch.setattr(binding_utils.MjSim, "from_xml_string", binding_utils.MjSim.from_xml_string)  # restored after
+    monkeypatch.setattr(lu, "_COMPILED", {})
+    compiled = []
+    real = mujoco.MjModel.from_xml_string
+    monkeypatch.setattr(mujoco.MjModel, "from_xml_string", lambda xml: compiled.append(xml) or real(xml))
+    env = lu.make_env(lu.get_task("libero_object", 0), resolution=64, render_quality="fast")
+    try:
+        assert gc.get_freeze_count() > 0
+        env.reset()
+        env.reset()
+        assert len(compiled) == 1 and "__fast" in compiled[0]
+    finally:
+        lu.close_env(env)
+    assert gc.get_freeze_count() == 0

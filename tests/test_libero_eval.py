@@ -125,14 +125,20 @@ def test_the_policy_gets_the_cores_the_simulators_leave(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_workers_match_the_sequential_run(tmp_path, checkpoint, monkeypatch):
+@pytest.mark.parametrize("placement", ["workers", "shared"])
+def test_two_workers_match_the_sequential_run(tmp_path, checkpoint, monkeypatch, placement):
+    """With a policy in each worker (one thread each) or one shared policy answering both workers in batches."""
     common = dict(task_ids=[0, 1], num_trials_per_task=1, max_steps=12, save_pruning_picture=False)
-    with ev.policy_threads_beside(2):  # the policy's float sums in the same order as in the parallel run
+    simulators = 2 if placement == "shared" else len(os.sched_getaffinity(0))  # -> the policy's threads, below
+    with ev.policy_threads_beside(simulators):  # the policy's float sums in the same order as in the parallel run
         sequential = ev.evaluate(eval_config(tmp_path / "seq", checkpoint, **common))
     threads, real = [], ev.policy_threads_beside
     monkeypatch.setattr(ev, "policy_threads_beside", lambda n: threads.append(n) or real(n))
-    parallel = ev.evaluate(eval_config(tmp_path / "par", checkpoint, num_workers=2, **common))
-    assert threads == [2]  # the parallel harness sizes the policy's threads to what the simulators leave
+    loads, real_policy = [], ev.VLAPolicy
+    monkeypatch.setattr(ev, "VLAPolicy", lambda cfg: loads.append(cfg) or real_policy(cfg))
+    parallel = ev.evaluate(eval_config(tmp_path / "par", checkpoint, num_workers=2, policy_placement=placement, **common))
+    assert threads == [2]  # the parallel harness sizes the shared policy's threads to what the simulators leave
+    assert len(loads) == (placement == "shared")  # with a policy per worker, this process loads none
     key = lambda r: (r["task_id"], r["trial"])  # noqa: E731
     for a, b in zip(sorted(sequential, key=key), sorted(parallel, key=key)):
         assert (a["task_id"], a["trial"], a["success"], a["steps"], a["queries"]) == (

@@ -70,26 +70,43 @@ def test_cache_is_keyed_by_content_and_survives_concurrent_builders(tmp_path, mo
     assert len(vm.read_msh(rebuilt).faces) < len(first.faces)
 
 
-def test_only_visual_geoms_get_twins_and_collision_geoms_stay(tmp_path, monkeypatch):
+def test_only_drawn_visual_geoms_draw_simplified_meshes_and_large_textures_shrink(tmp_path, monkeypatch):
+    from PIL import Image
+
     monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))
-    source = tmp_path / "grid.msh"
+    source, only_drawn = tmp_path / "grid.msh", tmp_path / "only_drawn.msh"
     vm.write_msh(textured_grid(), source)
-    xml = f"""<mujoco><asset><mesh name="m" file="{source}" scale="2 2 2"/></asset><worldbody><body name="b">
+    vm.write_msh(textured_grid(), only_drawn)
+    pixels = np.random.default_rng(0).integers(0, 256, (700, 1100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "large.png")
+    Image.fromarray(pixels[:64, :64]).save(tmp_path / "small.png")
+    xml = f"""<mujoco><asset><mesh name="m" file="{source}" scale="2 2 2"/><mesh name="d" file="{only_drawn}"/>
+      <texture name="large" type="2d" file="{tmp_path / 'large.png'}"/>
+      <texture name="small" type="2d" file="{tmp_path / 'small.png'}"/>
+      <texture name="grid" type="cube" gridsize="1 1" file="{tmp_path / 'large.png'}"/></asset>
+      <worldbody><body name="b">
       <geom name="vis" type="mesh" mesh="m" contype="0" conaffinity="0" group="1" density="100" material="x"/>
       <geom name="col" type="mesh" mesh="m" group="0"/>
-      <geom name="undrawn" type="mesh" mesh="m" contype="0" conaffinity="0" mass="1"/></body></worldbody></mujoco>"""
+      <geom name="undrawn" type="mesh" mesh="m" contype="0" conaffinity="0" mass="1"/>
+      <geom name="drawn" type="mesh" mesh="d" contype="0" conaffinity="0" group="2"/></body></worldbody></mujoco>"""
     import xml.etree.ElementTree as ET
 
     root = ET.fromstring(vm.fast_render_xml(xml, show_progress=False))
     geoms = root.find("worldbody/body").findall("geom")
     assert [(g.get("name"), g.get("mesh"), g.get("group")) for g in geoms] == [
-        ("vis", "m", vm.HIDDEN_GROUP), (None, "m__fast", "1"), ("col", "m", "0"), ("undrawn", "m", None),
+        ("vis", "m__fast", "1"), ("col", "m", "0"), ("undrawn", "m", None), ("drawn", "d__fast", "2"),
     ]  # fmt: skip  # a group-0 geom is never drawn and may weigh in robosuite's inertias: left alone
-    twin = geoms[1]
-    assert twin.get("mass") == "0" and twin.get("density") is None and twin.get("material") == "x"
-    copy = [m for m in root.find("asset").findall("mesh") if m.get("name") == "m__fast"][0]
-    assert copy.get("scale") == "2 2 2" and Path(copy.get("file")).exists()
-    assert root.find("visual/quality").get("offsamples") == "0"  # multisampling off: part of "fast" 
+    assert geoms[0].get("density") == "100" and geoms[0].get("material") == "x"  # nothing else about it changes
+    meshes = {m.get("name"): m for m in root.find("asset").findall("mesh")}
+    assert sorted(meshes) == ["d__fast", "m", "m__fast"]  # "d" drew nothing any more: not uploaded
+    assert meshes["m__fast"].get("scale") == "2 2 2" and Path(meshes["m__fast"].get("file")).exists()
+    textures = {t.get("name"): t.get("file") for t in root.find("asset").findall("texture")}
+    assert textures["small"] == str(tmp_path / "small.png") and textures["grid"] == str(tmp_path / "large.png")
+    shrunk = np.asarray(Image.open(textures["large"]))
+    assert shrunk.shape == (234, 367, 3)  # 1100 px -> a factor of 3 brings it under MAX_TEXTURE_SIDE (512)
+    blocks = pixels[:699, :1098].reshape(233, 3, 366, 3, 3).mean(axis=(1, 3))  # an independent block mean
+    assert np.abs(shrunk[:233, :366].astype(float) - blocks).max() < 1  # rounding only
+    assert root.find("visual/quality").get("offsamples") == "0"  # multisampling off: part of "fast"
 
 
 # --- in the simulator ----------------------------------------------------------------------------------------------------
@@ -133,7 +150,7 @@ def test_fast_rendering_leaves_the_physics_bit_identical(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))
     full, full_frames, full_success, full_geoms = rollout("full")
     fast, fast_frames, fast_success, fast_geoms = rollout("fast")
-    assert fast_geoms > full_geoms  # the twins are there
+    assert fast_geoms == full_geoms
     np.testing.assert_array_equal(fast, full)
     shipped, _, shipped_success, _ = rollout("full", monkeypatch=monkeypatch)  # compiled by robosuite at the reset
     np.testing.assert_array_equal(full, shipped)
@@ -191,5 +208,6 @@ def test_simulation_benchmark_runs_end_to_end(tmp_path):
     env = {**os.environ, "LIGHTVLA_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for row in ("render quality full", "render quality fast", "physics only", "policy query", "2 workers vs 1"):
+    rows = ("render quality full", "render quality fast", "physics only", "policy query", "(workers) vs 1", "(shared) vs 1")
+    for row in rows:
         assert row in proc.stdout, row

@@ -6,6 +6,7 @@ evaluation observe the world identically (spec §7.2–7.3).
 
 import contextlib
 import copy
+import gc
 import hashlib
 import os
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ def get_initial_states(suite_name: str, task_id: int) -> np.ndarray:
 
 _COMPILED: dict[str, object] = {}  # this process's compiled MuJoCo models, by the digest of their XML
 MAX_COMPILED = 2  # a model with LIBERO's meshes holds ~100 MB: keep the env's (two, for a camera and a physics env)
+_CONSTRUCTOR_XML_PROCESSOR = None  # see built_with_xml_processor
 
 
 def compile_each_model_once() -> None:
@@ -115,6 +117,8 @@ def compile_each_model_once() -> None:
         return
 
     def from_xml_string(cls, xml: str):
+        if _CONSTRUCTOR_XML_PROCESSOR is not None:
+            xml = _CONSTRUCTOR_XML_PROCESSOR(xml)
         key = hashlib.sha256(xml.encode()).hexdigest()
         if key not in _COMPILED:
             while len(_COMPILED) >= MAX_COMPILED:
@@ -126,11 +130,24 @@ def compile_each_model_once() -> None:
     binding_utils.MjSim.from_xml_string = classmethod(from_xml_string)
 
 
+@contextlib.contextmanager
+def built_with_xml_processor(processor):
+    """robosuite's constructor builds a first model before ``set_xml_processor`` can be called: with ``fast`` renders
+    that was a compile and a GL context of the full meshes (~4-5 s of a worker's start-up) thrown away at the first
+    reset. Inside this block the constructor's model goes through ``processor`` too."""
+    global _CONSTRUCTOR_XML_PROCESSOR
+    _CONSTRUCTOR_XML_PROCESSOR = processor
+    try:
+        yield
+    finally:
+        _CONSTRUCTOR_XML_PROCESSOR = None
+
+
 def make_env(task: LiberoTask, resolution: int = 256, cameras: bool = True, seed: int = 0, render_quality: str = "full"):
     """A LIBERO env for `task`. Without cameras it neither renders nor needs a GL context (≈10x faster steps).
 
-    ``render_quality="fast"`` draws decimated copies of the visual-only meshes (``visual_meshes``), from the next
-    ``reset()`` on (every episode starts with one); the physics is the same as ``"full"`` (LIBERO as shipped).
+    ``render_quality="fast"`` draws decimated copies of the visual-only meshes (``visual_meshes``), from the
+    constructor's model on and at every (hard) reset; the physics is the same as ``"full"`` (LIBERO as shipped).
     """
     _libero()
     from libero.libero.envs.env_wrapper import ControlEnv, OffScreenRenderEnv
@@ -140,12 +157,18 @@ def make_env(task: LiberoTask, resolution: int = 256, cameras: bool = True, seed
     check_render_quality(render_quality)
     compile_each_model_once()
     if cameras:
-        env = OffScreenRenderEnv(bddl_file_name=task.bddl_file, camera_heights=resolution, camera_widths=resolution)
-        if render_quality == "fast":
-            env.env.set_xml_processor(fast_render_xml)  # robosuite rebuilds the model on every (hard) reset
+        processor = fast_render_xml if render_quality == "fast" else None
+        with built_with_xml_processor(processor):
+            env = OffScreenRenderEnv(bddl_file_name=task.bddl_file, camera_heights=resolution, camera_widths=resolution)
+        if processor is not None:
+            env.env.set_xml_processor(processor)  # robosuite rebuilds the model on every (hard) reset
     else:
         env = ControlEnv(bddl_file_name=task.bddl_file, use_camera_obs=False, has_offscreen_renderer=False)
     env.seed(seed)  # the seed also moves objects when an initial state is set afterwards (spec §7.2)
+    # robosuite runs a full gc.collect() at every hard reset (MjSim.free): ~0.3 s of a ~1 s reset in a process that
+    # has imported torch. What exists now (modules, this env) is moved out of the collector's sight; each reset's
+    # collect then walks only what is newer. close_env gives it back, so a closed env is still collected.
+    gc.freeze()
     return env
 
 
@@ -188,6 +211,7 @@ def close_env(env) -> None:
     """Free the GL context now, while EGL is still alive (at interpreter exit it prints spurious EGL errors)."""
     with contextlib.suppress(Exception):  # best effort: the process may already be tearing down
         env.close()
+    gc.unfreeze()
 
 
 def robot_record(obs: dict) -> dict[str, np.ndarray]:

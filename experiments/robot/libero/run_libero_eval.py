@@ -25,6 +25,9 @@ from experiments.robot.libero import libero_utils as lu
 from experiments.robot.libero.episodes import EpisodeResult, EpisodeSpec, run_episode
 
 
+POLICY_PLACEMENTS = ("auto", "workers", "shared")
+
+
 @dataclass
 class GenerateConfig:
     # fmt: off
@@ -62,7 +65,11 @@ class GenerateConfig:
     max_steps: Optional[int] = None                 # default: the suite's (upstream TASK_MAX_STEPS)
 
     policy: str = "vla"                             # vla | scripted (the expert, to validate the harness)
-    num_workers: int = 1                            # simulator processes; inference is batched across them
+    num_workers: int = 1                            # simulator processes
+    policy_placement: str = "auto"                  # with num_workers > 1: workers (a copy of the policy in each
+                                                    # simulator process, one CPU thread each) | shared (one copy in
+                                                    # this process, queries batched across workers) | auto (shared
+                                                    # on a GPU, workers on the CPU: README, "Simulation speed")
     run_id_note: Optional[str] = None
     local_log_dir: str = "./experiments/logs"
     save_rollout_video: bool = False                # mp4 per episode (+ kept-patch overlay when pruning) in rollouts/
@@ -84,6 +91,8 @@ class GenerateConfig:
             raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
+        if self.policy_placement not in POLICY_PLACEMENTS:
+            raise ValueError(f"--policy_placement must be one of {POLICY_PLACEMENTS}, got {self.policy_placement!r}")
         from prismatic.precision import check_precision
 
         check_precision(self.precision)
@@ -292,9 +301,32 @@ def run_sequential(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> 
         lu.close_env(env)
 
 
+def policy_in_workers(cfg: GenerateConfig) -> bool:
+    """Whether each simulator process runs its own copy of the policy (see ``GenerateConfig.policy_placement``).
+
+    On the CPU a shared policy is a third process competing with N simulators for N cores, and every simulator
+    waits on it: 2 workers ran 1.08x one worker's episodes per second (libero-cpu, 2 cores; a query every step).
+    A copy per worker, one thread each, keeps every core busy with its own simulator-policy loop. On a GPU the
+    policy does not take the simulators' cores, and one copy serves every worker's queries in a batch.
+    """
+    if cfg.policy == "scripted":
+        return True
+    if cfg.policy_placement == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return cfg.policy_placement == "workers"
+
+
 def _worker(cfg: GenerateConfig, jobs, requests, replies, results, worker_id: int) -> None:
-    """A simulator process: runs episodes from `jobs`; the VLA answers from the main process, in batches."""
-    local = make_policy(cfg) if cfg.policy == "scripted" else None
+    """A simulator process: runs episodes from `jobs`, querying its own policy or the main process's shared one."""
+    local = None
+    if policy_in_workers(cfg):
+        if cfg.policy == "vla":
+            import torch
+
+            torch.set_num_threads(1)  # one core per simulator-policy loop
+        local = make_policy(cfg)
 
     def remote(observation: dict, language: str, obs: dict):
         requests.put((worker_id, observation, language))
@@ -335,7 +367,7 @@ def policy_threads_beside(num_simulators: int):
 
 
 def run_parallel(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> None:
-    """N simulator processes; the main process batches the VLA's inference over whichever workers are waiting."""
+    """N simulator processes, each with its own policy or querying the main process's (batched over the waiting)."""
     ctx = get_context("spawn")  # GL contexts and CUDA do not survive fork
     jobs, requests, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
     replies = [ctx.Queue() for _ in range(cfg.num_workers)]
@@ -349,16 +381,16 @@ def run_parallel(cfg: GenerateConfig, specs: list[EpisodeSpec], on_result) -> No
     ]
     for w in workers:
         w.start()
+    shared = None if policy_in_workers(cfg) else VLAPolicy(cfg)
     with policy_threads_beside(cfg.num_workers):
-        serve(cfg, workers, requests, replies, results, on_result)
+        serve(shared, cfg.num_workers, workers, requests, replies, results, on_result)
     for w in workers:
         w.join()
 
 
-def serve(cfg: GenerateConfig, workers, requests, replies, results, on_result) -> None:
-    """Answer the simulators' policy requests (batched) and collect their episodes until every worker is done."""
-    policy = VLAPolicy(cfg) if cfg.policy == "vla" else None
-    running = cfg.num_workers
+def serve(policy, running: int, workers, requests, replies, results, on_result) -> None:
+    """Answer the simulators' requests to the shared ``policy`` (batched; None when each worker has its own) and
+    collect their episodes until each of the ``running`` workers is done."""
     while running:
         pending = []
         try:  # wait for the first request, then take every other one that is already there: one batch

@@ -1,16 +1,16 @@
-"""Render quality "fast": LIBERO draws simplified copies of the meshes it only draws; the physics is untouched.
+"""Render quality "fast": LIBERO draws simplified meshes and textures; the physics is untouched.
 
 Software rendering (Mesa llvmpipe) spends its time on vertices: LIBERO's scenes draw ~840 k mesh vertices (the basket
-alone 199 k) into 128 px cameras. Under ``fast``, every geom that only draws (``contype="0" conaffinity="0"``, in a
-drawn group 1 or 2) and shows a mesh gets a twin:
+alone 199 k) into 128 px cameras, and every (hard) reset uploads all meshes and ~147 MB of textures into a new GL
+context. Under ``fast``:
 
-* the original stays in the model, untouched except that it moves to geom group 3, which the off-screen renderer does
-  not draw (robosuite draws groups 1 and 2) — so every mass, inertia, contact and solver parameter is compiled from the
-  shipped mesh exactly as before;
-* the twin, inserted right after it, has the same pose, material and colour, ``mass="0"`` (it adds nothing to its
-  body) and never collides, and draws a decimated copy of the mesh.
-
-The fast model also renders off-screen frames without multisampling (``offsamples="0"``), a rendering setting.
+* every geom that only draws (``contype="0" conaffinity="0"``, in a drawn group 1 or 2) and shows a mesh draws a
+  decimated copy of it instead; robosuite's compiler (``inertiagrouprange="0 0"``) computes masses and inertias from
+  group 0 alone and such a geom never collides, so no mass, inertia, contact or solver parameter changes (tested: the
+  same qpos and qvel step for step). A shipped mesh that only such geoms drew leaves the model;
+* textures larger than ``MAX_TEXTURE_SIDE`` are shrunk by a whole factor with a box filter (a 128 px camera
+  samples a mipmap level far below it anyway);
+* off-screen frames are drawn without multisampling (``offsamples="0"``).
 
 Decimation (meshoptimizer) collapses edges onto existing vertices, so the copy keeps a subset of the original
 vertices with their texture coordinates and normals (labels still map). Copies are built once, with a progress bar,
@@ -22,6 +22,7 @@ copy is written beside its final name and renamed into place, so processes build
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -35,14 +36,15 @@ from prismatic.files import cache_root
 
 RENDER_QUALITIES = ("full", "fast")
 DRAWN_GROUPS = ("1", "2")  # robosuite's cameras draw visual groups 1 and 2 (group 0 holds collision geoms)
-HIDDEN_GROUP = "3"  # drawn by neither robosuite's cameras nor its viewer (MjvOption shows groups 0-2 at most)
 # Simplification target: this fraction of a mesh's triangles, but never fewer than MIN_TRIANGLES; meshoptimizer also
 # stops where the next collapse would move the surface by more than TARGET_ERROR of the mesh's extent.
 TARGET_RATIO = 0.05
 MIN_TRIANGLES = 200
 TARGET_ERROR = 0.02
 FAST_OFFSAMPLES = 0  # multisampling off: measured below (README)
+MAX_TEXTURE_SIDE = 512  # larger 2D textures are shrunk (uploading LIBERO's 147 MB of them took ~0.8 s of each reset)
 SETTINGS = f"meshopt|ratio={TARGET_RATIO}|min={MIN_TRIANGLES}|error={TARGET_ERROR}|weld|v2"
+TEXTURE_SETTINGS = f"box|max={MAX_TEXTURE_SIDE}|v1"
 
 
 def cache_dir() -> Path:
@@ -188,82 +190,128 @@ def simplify(mesh: Mesh) -> Mesh:
     return mesh.subset(destination[:count].reshape(-1, 3))
 
 
-_KEYS: dict[tuple, str] = {}  # (path, size, mtime) -> content digest, per process (resets re-read the XML often)
+_KEYS: dict[tuple, str] = {}  # (path, size, mtime, settings) -> content digest, per process (resets re-read the XML)
 
 
-def copy_path(source: str) -> Path:
-    """Where the decimated copy of ``source`` lives in the cache: named by its content and the settings."""
+def _cache_path(source: str, settings: str, suffix: str) -> Path:
+    """Where the cached copy of ``source`` made with ``settings`` lives: named by its content and the settings."""
     path = Path(source)
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, settings)
     if key not in _KEYS:
-        _KEYS[key] = hashlib.sha256(path.read_bytes() + SETTINGS.encode()).hexdigest()[:24]
-    return cache_dir() / f"{path.stem}-{_KEYS[key]}{path.suffix.lower()}"
+        _KEYS[key] = hashlib.sha256(path.read_bytes() + settings.encode()).hexdigest()[:24]
+    return cache_dir() / f"{path.stem}-{_KEYS[key]}{suffix}"
 
 
-def cached_copy(source: str) -> Path:
-    """The decimated copy of ``source`` (built now if missing)."""
-    path, target = Path(source), copy_path(source)
+def _cached(target: Path, build) -> Path:
+    """``target``, built by ``build(staging_path)`` if missing; written beside its name and renamed into place."""
     if not target.exists():
-        read, write = FORMATS[path.suffix.lower()]
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
         os.close(handle)
         try:
-            write(simplify(read(path)), Path(staging))
+            build(Path(staging))
             os.replace(staging, target)  # atomic: a concurrent builder's identical copy is replaced whole
         finally:
             Path(staging).unlink(missing_ok=True)
     return target
 
 
+def copy_path(source: str) -> Path:
+    """Where the decimated copy of the mesh ``source`` lives in the cache."""
+    return _cache_path(source, SETTINGS, Path(source).suffix.lower())
+
+
+def cached_copy(source: str) -> Path:
+    """The decimated copy of the mesh ``source`` (built now if missing)."""
+    read, write = FORMATS[Path(source).suffix.lower()]
+    return _cached(copy_path(source), lambda staging: write(simplify(read(Path(source))), staging))
+
+
+def texture_path(source: str) -> Path:
+    """Where the reduced copy of the texture ``source`` lives in the cache."""
+    return _cache_path(source, TEXTURE_SETTINGS, ".png")
+
+
+def cached_texture(source: str) -> Path:
+    """``source`` (a PNG) shrunk by a whole factor to at most MAX_TEXTURE_SIDE pixels a side, each pixel the mean of
+    a block — what mipmapping averages it to before a 128 px camera samples it anyway (built now if missing)."""
+    from PIL import Image
+
+    def build(staging: Path) -> None:
+        with Image.open(source) as image:
+            image.load()
+            factor = math.ceil(max(image.size) / MAX_TEXTURE_SIDE)
+            if image.mode not in ("RGB", "RGBA"):
+                image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+            image.reduce(factor).save(staging, format="PNG")  # each pixel the mean of a factor x factor block
+
+    return _cached(texture_path(source), build)
+
+
+def _texture_side(source: str) -> int:
+    from PIL import Image
+
+    with Image.open(source) as image:
+        return max(image.size)
+
+
 def _visual_mesh_geoms(root: ET.Element, meshes: dict[str, ET.Element]):
-    """(parent, geom) of every geom that only draws a mesh of a supported format and is drawn at all.
+    """Every geom that only draws a mesh of a supported format and is drawn at all.
 
     Only geoms of groups 1 and 2: the cameras draw those, and robosuite's compiler (``inertiagrouprange="0 0"``)
-    computes body inertias from group 0 alone, so moving a group-1/2 original to group 3 changes no mass. A group-0
-    geom is never drawn (robosuite hides the collision group) and may carry mass: it stays as it is.
+    computes body inertias from group 0 alone, so what such a geom's mesh is weighs nothing. A group-0 geom is never
+    drawn (robosuite hides the collision group) and may carry mass: it stays as it is.
     """
-    for parent in root.iter():
-        for geom in parent.findall("geom"):
-            mesh = meshes.get(geom.get("mesh"))
-            if (
-                geom.get("type") == "mesh" and mesh is not None and geom.get("contype") == "0"
-                and geom.get("conaffinity") == "0" and geom.get("group") in DRAWN_GROUPS
-                and Path(mesh.get("file", "")).suffix.lower() in FORMATS
-            ):  # fmt: skip
-                yield parent, geom
+    for geom in root.iter("geom"):
+        mesh = meshes.get(geom.get("mesh"))
+        if (
+            geom.get("type") == "mesh" and mesh is not None and geom.get("contype") == "0"
+            and geom.get("conaffinity") == "0" and geom.get("group") in DRAWN_GROUPS
+            and Path(mesh.get("file", "")).suffix.lower() in FORMATS
+        ):  # fmt: skip
+            yield geom
+
+
+def _large_textures(assets: ET.Element) -> list[ET.Element]:
+    """Textures read from PNG files larger than MAX_TEXTURE_SIDE (2D, or a cube whose faces all show the file)."""
+    return [
+        t for t in assets.findall("texture")
+        if t.get("type") in ("2d", "cube") and t.get("gridsize") is None and t.get("file", "").lower().endswith(".png")
+        and _texture_side(t.get("file")) > MAX_TEXTURE_SIDE
+    ]  # fmt: skip
 
 
 def fast_render_xml(xml: str, show_progress: bool = True) -> str:
-    """A model XML -> the same model with decimated twins drawing its visual-only meshes (see the module docstring)."""
+    """A model XML -> the same model drawing decimated meshes and reduced textures (see the module docstring)."""
     root = ET.fromstring(xml)
     assets = root.find("asset")
     if assets is None:
         return xml
     meshes = {m.get("name"): m for m in assets.findall("mesh")}
-    targets = list(_visual_mesh_geoms(root, meshes))
-    sources = sorted({meshes[g.get("mesh")].get("file") for _, g in targets})
-    missing = [s for s in sources if not copy_path(s).exists()]
+    geoms = list(_visual_mesh_geoms(root, meshes))
+    textures = _large_textures(assets)
+    jobs = [(copy_path, cached_copy, s) for s in sorted({meshes[g.get("mesh")].get("file") for g in geoms})]
+    jobs += [(texture_path, cached_texture, s) for s in sorted({t.get("file") for t in textures})]
+    missing = [(build, source) for where, build, source in jobs if not where(source).exists()]
     if missing and show_progress:
         from tqdm import tqdm
 
-        for source in tqdm(missing, desc="decimating visual meshes (once, cached)", unit="mesh"):
-            cached_copy(source)
-    twins = {}
-    for parent, geom in targets:
-        name = geom.get("mesh")
-        if name not in twins:
-            twins[name] = f"{name}__fast"
-            copy = ET.SubElement(assets, "mesh", {k: v for k, v in meshes[name].attrib.items() if k != "name"})
-            copy.set("name", twins[name])
-            copy.set("file", str(cached_copy(meshes[name].get("file"))))
-        twin = ET.Element("geom", {k: v for k, v in geom.attrib.items() if k not in ("name", "mass", "density")})
-        twin.set("mesh", twins[name])
-        twin.set("mass", "0")
-        twin.set("group", geom.get("group"))  # 1 or 2: only drawn geoms get twins
-        geom.set("group", HIDDEN_GROUP)
-        parent.insert(list(parent).index(geom) + 1, twin)
+        for build, source in tqdm(missing, desc="simplifying meshes and textures (once, cached)", unit="file"):
+            build(source)
+    for geom in geoms:
+        original = meshes[geom.get("mesh")]
+        name = f"{original.get('name')}__fast"
+        if name not in meshes:
+            meshes[name] = ET.SubElement(assets, "mesh", {**original.attrib, "name": name})
+            meshes[name].set("file", str(cached_copy(original.get("file"))))
+        geom.set("mesh", name)
+    used = {element.get("mesh") for element in root.iter() if element.get("mesh")}
+    for mesh in assets.findall("mesh"):
+        if mesh.get("name") not in used:  # a shipped mesh only the simplified geoms drew: not uploaded for nothing
+            assets.remove(mesh)
+    for texture in textures:
+        texture.set("file", str(cached_texture(texture.get("file"))))
     _without_multisampling(root)
     return ET.tostring(root, encoding="unicode")
 
