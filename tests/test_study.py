@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.robot.libero import study
-
-
-def test_wilson_interval_matches_the_closed_form():
-    # 5/10: p = 0.5, z = 1.96 -> centre 0.5, half width 1.96 * sqrt(0.025 + 0.0096) / 1.384 = 0.2634
-    low, high = study.wilson_interval(5, 10)
-    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
-    assert study.wilson_interval(0, 20)[0] == 0.0 and 0.1 < study.wilson_interval(0, 20)[1] < 0.2
-    assert study.wilson_interval(20, 20)[1] == 1.0
+from experiments.robot.libero.study_statistics import wilson_interval
 
 
 def test_config_reads_tasks_and_names_the_joint_dataset():
@@ -34,15 +27,16 @@ def test_every_policy_is_evaluated_once_and_count_weighting_only_when_asked():
     assert with_count == [*study.SETTINGS, *study.DERIVED]
 
 
-def episode(task_id, success, kept):
-    return {"suite": "libero_object", "task_id": task_id, "task": f"t{task_id}", "success": success, "kept_tokens": kept}
+def episode(task_id, success, kept, trial=0):
+    return {"suite": "libero_object", "task_id": task_id, "trial": trial, "task": f"t{task_id}", "success": success,
+            "kept_tokens": kept}  # fmt: skip
 
 
 def test_table_report_and_figures(tmp_path):
     cfg = study.StudyConfig(out_dir=tmp_path, tasks=["libero_object:0", "libero_object:1"])
     results = {
-        "lightvla": [episode(0, True, [10, 12]), episode(0, False, [14]), episode(1, True, [20, 22])],
-        "oft": [episode(0, True, None), episode(1, False, None)],
+        "lightvla": [episode(0, True, [10, 12]), episode(0, False, [14], trial=1), episode(1, True, [20, 22])],
+        "oft": [episode(0, True, None), episode(0, True, None, trial=1), episode(1, False, None)],
     }
     table = study.tabulate(results, num_patches=128)
     assert table["lightvla"]["all"]["successes"] == 2 and table["lightvla"]["all"]["episodes"] == 3
@@ -51,11 +45,17 @@ def test_table_report_and_figures(tmp_path):
     assert table["oft"]["all"]["kept_mean"] == 128.0  # no pruning: every patch
     speed = {n: {"gflops": g, "latency_ms": m, "flops_x": g / 2, "latency_x": m / 40} for n, g, m in
              (("lightvla", 1.0, 20.0), ("oft", 2.0, 40.0))}  # fmt: skip
-    study.write_report(cfg, table, speed, {"demos": 60.0, "training": 3000.0})
+    found = study.claims(results)
+    assert found["3. learned pruning beats training-free pruning at the same budget"]["verdict"] == "not measured"
+    claim1 = found["1. LightVLA keeps a small fraction of the visual tokens without losing success"]
+    assert claim1["comparisons"][0]["difference"] == 0.0 and claim1["comparisons"][0]["a_only"] == 1
+    study.write_report(cfg, table, speed, {"demos": 60.0, "training": 3000.0}, found)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["results"]["lightvla"]["all"]["ci95"] == list(study.wilson_interval(2, 3))
+    assert saved["results"]["lightvla"]["all"]["ci95"] == list(wilson_interval(2, 3))
+    assert saved["claims"]["4. the number of kept tokens adapts to the task"]["tasks"]["libero_object:1"]["mean"] == 21
     markdown = (tmp_path / "results.md").read_text()
     assert "| lightvla | all | 2/3 = 67% (21%–94%) | 15.6 ± 4.6 | 1.00 (0.50×) | 20.0 (0.50×) |" in markdown
+    assert "| 1 | lightvla vs oft | +0.0 points" in markdown and "Kruskal-Wallis H = " in markdown
     assert "Wall time 0.85 h (demos 1 min, training 50 min)" in markdown
 
 

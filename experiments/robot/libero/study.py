@@ -21,7 +21,6 @@ same budget; (4) the number of kept tokens adapts to the task.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import statistics
 import time
@@ -56,7 +55,7 @@ class StudyConfig:
     stage1_steps: int = 3000                    # OpenVLA-OFT from scratch, every parameter, learning rate 1e-3
     stage2_steps: int = 400                     # every stage-2 setting, heads continued
     stage2_learning_rate: float = 1e-4          # 3e-4 pruned harder (4.6 kept) and lost successes: README
-    trials_per_task: int = 20
+    trials_per_task: int = 50                   # every official initial state: the same 50 for every policy (paired)
     num_open_loop_steps: int = 1                # actions executed per policy query (replanning every step: README)
     max_episode_steps: Optional[int] = None     # default: the suite's (upstream TASK_MAX_STEPS); smoke tests only
     num_workers: int = 2                        # simulator processes (and demo-generation processes)
@@ -276,17 +275,9 @@ def demo_observations(cfg: StudyConfig, per_task: int = 2) -> tuple[list[dict], 
 
 
 # --- 6. report -----------------------------------------------------------------------------------------------------
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% confidence interval of a success rate (Wilson score interval: sensible at 0/n and n/n)."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def summarize(records: list[dict]) -> dict:
+    from experiments.robot.libero.study_statistics import wilson_interval
+
     kept = [k for r in records for k in r.get("kept_tokens") or []]
     successes = sum(r["success"] for r in records)
     low, high = wilson_interval(successes, len(records))
@@ -310,9 +301,71 @@ def tabulate(results: dict[str, list[dict]], num_patches: int) -> dict[str, dict
     return table
 
 
-def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, float]) -> None:
+CLAIMS = {  # claim -> (verdict rule, [(policy, against)]): success of the first against the second, paired
+    "1. LightVLA keeps a small fraction of the visual tokens without losing success": ("no_worse", [("lightvla", "oft")]),
+    "2. decaying noise beats no noise and fixed noise": (
+        "better", [("lightvla", "lightvla_no_noise"), ("lightvla", "lightvla_fixed_noise")],
+    ),
+    "3. learned pruning beats training-free pruning at the same budget": (
+        "better", [("lightvla", "random_k"), ("lightvla", "text_topk"), ("lightvla", "fastv")],
+    ),
+}  # fmt: skip
+KEPT_COMPARISONS = [("lightvla", "lightvla_no_noise"), ("lightvla", "lightvla_fixed_noise"), ("lightvla", "lightvla_gumbel")]
+
+
+def claims(results: dict[str, list[dict]]) -> dict:
+    """The paper's four claims on this study's episodes: paired comparisons on the same initial states, a verdict per
+    comparison and per claim, the kept-token differences behind claim 2, and the per-task kept tokens of claim 4."""
+    from experiments.robot.libero import study_statistics as st
+
+    out = {}
+    for claim, (rule, pairs) in CLAIMS.items():
+        rows = []
+        for a, b in pairs:
+            if a in results and b in results:
+                comparison = st.compare_success(results[a], results[b], a, b)
+                rows.append({**comparison.as_dict(), "verdict": getattr(st, rule)(comparison)})
+        verdicts = {r["verdict"] for r in rows}
+        overall = "supported" if verdicts == {"supported"} else next(
+            (v for v in verdicts if v.startswith("not supported")), "not distinguishable at this scale"
+        )
+        out[claim] = {"comparisons": rows, "verdict": overall if rows else "not measured"}
+    kept = [st.compare_kept(results[a], results[b], a, b).as_dict() for a, b in KEPT_COMPARISONS if a in results and b in results]
+    out["2. decaying noise beats no noise and fixed noise"]["kept_tokens"] = kept
+    by_task = st.kept_tokens_by_task(results["lightvla"])
+    verdict = "supported" if by_task["p_value"] < 0.05 else "not distinguishable at this scale"
+    out["4. the number of kept tokens adapts to the task"] = {**by_task, "verdict": verdict}
+    return out
+
+
+def claim_lines(found: dict) -> list[str]:
+    lines = ["## Claims (paired on the same initial states)", "",
+             "| claim | policy vs | success difference (95% CI) | solved by one only | McNemar p | verdict |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for claim, result in found.items():
+        for row in result.get("comparisons", []):
+            low, high = row["ci95"]
+            lines.append(
+                f"| {claim.split('.')[0]} | {row['a']} vs {row['b']} | {100 * row['difference']:+.1f} points "
+                f"({100 * low:+.1f} to {100 * high:+.1f}) | {row['a_only']} / {row['b_only']} | {row['p_value']:.3f} | "
+                f"{row['verdict']} |"
+            )
+    lines.append("")
+    for claim, result in found.items():
+        lines.append(f"- **{claim}**: {result['verdict']}.")
+        for row in result.get("kept_tokens", []):
+            low, high = row["ci95"]
+            lines.append(f"  Kept tokens {row['a']} − {row['b']}: {row['difference']:+.1f} ({low:+.1f} to {high:+.1f}).")
+        if "tasks" in result:
+            per_task = ", ".join(f"{t} {v['mean']:.1f} ± {v['sd']:.1f}" for t, v in result["tasks"].items())
+            lines.append(f"  LightVLA's kept tokens per task: {per_task}; Kruskal-Wallis H = {result['h']:.2f}, "
+                         f"p = {result['p_value']:.3g}.")  # fmt: skip
+    return lines
+
+
+def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, float], found: dict) -> None:
     payload = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
-               "wall_seconds": wall, "results": table, "efficiency": speed}  # fmt: skip
+               "wall_seconds": wall, "results": table, "claims": found, "efficiency": speed}  # fmt: skip
     write_text_atomic(cfg.out_dir / "results.json", json.dumps(payload, indent=1))
     lines = [
         f"# LightVLA study on `{cfg.preset}` ({', '.join(cfg.tasks)}; {cfg.trials_per_task} episodes per task)",
@@ -329,6 +382,7 @@ def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, flo
             latency = f"{cost['latency_ms']:.1f} ({cost['latency_x']:.2f}×)" if cost else ""
             lines.append(f"| {name if task == 'all' else ''} | {task} | {ci} | {kept} | {flops} | {latency} |")
     stages = ", ".join(f"{stage} {seconds / 60:.0f} min" for stage, seconds in wall.items())
+    lines += ["", *claim_lines(found)]
     lines += ["", f"Wall time {sum(wall.values()) / 3600:.2f} h ({stages}). Figures: `figures/`."]
     write_text_atomic(cfg.out_dir / "results.md", "\n".join(lines) + "\n")
 
@@ -392,7 +446,8 @@ def run_study(cfg: StudyConfig) -> dict:
     table = tabulate(results, num_patches)
     speed = efficiency(cfg, results)
     clock.lap("flops and latency")
-    write_report(cfg, table, speed, clock.seconds)
+    found = claims(results)
+    write_report(cfg, table, speed, clock.seconds, found)
     figures(cfg, results, table)
     log(f"done: {cfg.out_dir / 'results.md'}")
-    return {"results": table, "efficiency": speed, "wall_seconds": clock.seconds}
+    return {"results": table, "claims": found, "efficiency": speed, "wall_seconds": clock.seconds}
