@@ -106,6 +106,9 @@ def test_only_drawn_visual_geoms_draw_simplified_meshes_and_large_textures_shrin
     assert shrunk.shape == (234, 367, 3)  # 1100 px -> a factor of 3 brings it under MAX_TEXTURE_SIDE (512)
     blocks = pixels[:699, :1098].reshape(233, 3, 366, 3, 3).mean(axis=(1, 3))  # an independent block mean
     assert np.abs(shrunk[:233, :366].astype(float) - blocks).max() < 1  # rounding only
+    Image.fromarray(255 - pixels).save(tmp_path / "large.png")  # the texture changes: a new copy, from the new content
+    changed = ET.fromstring(vm.fast_render_xml(xml, show_progress=False)).find("asset/texture[@name='large']")
+    assert changed.get("file") != textures["large"] and np.asarray(Image.open(changed.get("file")))[0, 0, 0] != shrunk[0, 0, 0]
     assert root.find("visual/quality").get("offsamples") == "0"  # multisampling off: part of "fast"
 
 
