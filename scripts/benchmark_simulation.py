@@ -29,7 +29,7 @@ class SimulationBenchmarkConfig:
     resolution: int = 128                   # both cameras, square
     steps: int = 40                         # timed steps per setting
     queries: int = 20                       # timed policy queries
-    episodes: int = 6                       # evaluation episodes per worker count
+    episodes: int = 12                      # evaluation episodes per run (an evaluation runs 50 per task)
     episode_steps: int = 150                # steps per evaluation episode (start-up counts, as in a real run)
     # fmt: on
 
