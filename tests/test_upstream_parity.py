@@ -242,3 +242,42 @@ def test_flags_and_recorded_settings_win_over_the_name(tmp_path, tiny_checkpoint
     ours = shutil.copytree(tiny_checkpoint, tmp_path / "openvla-oft-but-pruned")
     loaded = load_policy(ours)
     assert (loaded.vla.config.prune_visual_tokens, loaded.vla.config.action_readout) == (True, "oft_aligned")
+
+
+@pytest.mark.parametrize(
+    "name,variant,expected_settings",
+    [
+        ("LightVLA-libero-spatial", "lightvla", (True, "lightvla_tail")),
+        ("openvla-7b-oft-finetuned-libero-spatial", "oft", (False, "oft_aligned")),
+    ],
+)
+def test_verify_checkpoint_runs_released_folders_as_their_name_says(
+    tmp_path, inputs, capsys, monkeypatch, name, variant, expected_settings
+):
+    """vla-scripts/verify_checkpoint.py with no pruning flags: the released rules apply, and the chunk it prints is
+    the one upstream computed on that observation."""
+    import functools
+    import importlib.util
+    from pathlib import Path
+
+    from prismatic.vla import inference
+
+    script = Path(__file__).resolve().parents[1] / "vla-scripts" / "verify_checkpoint.py"
+    spec = importlib.util.spec_from_file_location("verify_checkpoint", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / name).symlink_to(FIXTURE / variant / "checkpoint", target_is_directory=True)
+    # the tiny vocabulary's "▁" (see the module docstring); everything else is what the script loads
+    monkeypatch.setattr(inference, "load_policy", functools.partial(load_policy, empty_token_id=630))
+    observation = {k: inputs[f"obs0_{k}"] for k in ("full_image", "wrist_image", "state")}
+    np.savez(tmp_path / "obs0.npz", **observation)
+    cfg = module.VerifyConfig(
+        pretrained_checkpoint=str(tmp_path / name), observation=tmp_path / "obs0.npz", center_crop=False,
+        task_description=str(inputs["instructions"][0]), unnorm_key=UNNORM_KEY, device="cpu",
+    )  # fmt: skip
+    actions = module.verify(cfg)
+    printed = capsys.readouterr().out
+    assert f"action read-out {expected_settings[1]}" in printed and "from the name" in printed
+    assert ("pruning off" in printed) != expected_settings[0]
+    expected = np.load(recorded("upstream-tiny", variant, "expected.npz"))
+    np.testing.assert_allclose(actions, expected["obs0_actions"], atol=1e-5, rtol=0)

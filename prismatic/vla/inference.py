@@ -48,12 +48,14 @@ def load_inference_policy(
     seed: int = 0,
     pruner_eval_duplicates: str | None = None,
     precision: str | None = None,
+    device: str | None = None,
 ) -> Policy:
-    """A checkpoint (folder or Hub id) ready for inference on the GPU when there is one, else the CPU; ``precision``
-    bf16 | fp32 | auto (None: bf16 on the GPU, fp32 on the CPU; see ``prismatic.precision``).
+    """A checkpoint (folder or Hub id) ready for inference on ``device`` (None: the GPU when there is one, else the
+    CPU); ``precision`` bf16 | fp32 | auto (None: bf16 on the GPU, fp32 on the CPU; see ``prismatic.precision``).
 
-    ``None`` keeps what the checkpoint says. ``visual_token_pruner`` swaps in a training-free baseline (or
-    ``lightvla`` / ``none``) from ``prismatic.models.pruning_baselines``.
+    ``None`` keeps what the checkpoint says (and, for a released checkpoint, what its name says: ``pruning_settings``).
+    ``visual_token_pruner`` swaps in a training-free baseline (or ``lightvla`` / ``none``) from
+    ``prismatic.models.pruning_baselines``.
     """
     overrides = {}
     if action_readout is not None:
@@ -62,7 +64,7 @@ def load_inference_policy(
         overrides["prune_visual_tokens"] = prune_visual_tokens
     if pruner_eval_duplicates is not None:
         overrides["pruner_eval_duplicates"] = pruner_eval_duplicates
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(
         checkpoint, device, precision, num_images_in_input=num_images_in_input, use_proprio=use_proprio, **overrides
     )

@@ -4,8 +4,8 @@
 
 Each finished episode is appended to `{local_log_dir}/EVAL-{suite}-{run}.jsonl` (suite, task, trial, success, steps,
 kept visual tokens, policy latency, error); running the same command again skips finished episodes. An exception
-inside an episode is recorded and the run goes on. `--num_workers N` runs N simulators in separate processes and
-batches the policy's inference across them. `--policy scripted` runs the scripted expert through the same harness.
+inside an episode is recorded and the run goes on. `--num_workers N` runs N simulators in separate processes, each
+with its own copy of the policy or sharing one that batches their queries (`--policy_placement`). `--policy scripted` runs the scripted expert through the same harness.
 """
 
 import contextlib
@@ -23,36 +23,19 @@ import numpy as np
 
 from experiments.robot.libero import libero_utils as lu
 from experiments.robot.libero.episodes import EpisodeResult, EpisodeSpec, run_episode
+from prismatic.vla.policy_options import PolicyOptions
 
 
 POLICY_PLACEMENTS = ("auto", "workers", "shared")
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(PolicyOptions):
+    """Upstream's evaluation flags: the policy's (``PolicyOptions``) and the episodes'."""
+
     # fmt: off
-    model_family: str = "openvla"
     pretrained_checkpoint: str = ""                 # checkpoint folder or Hub id (not needed for --policy scripted)
-    use_l1_regression: bool = True
-    use_diffusion: bool = False
-    num_diffusion_steps_train: int = 50
-    num_diffusion_steps_inference: int = 50
-    use_film: bool = False
-    num_images_in_input: int = 2
-    use_proprio: bool = True
-    center_crop: bool = True                        # the 90%-area center crop (the model was trained with crops)
     num_open_loop_steps: int = 8                    # actions executed per policy query
-    lora_rank: int = 32
-    unnorm_key: str = ""                            # default: the suite name, or "{suite}_no_noops"
-    load_in_8bit: bool = False
-    load_in_4bit: bool = False
-    action_readout: Optional[str] = None            # oft_aligned | lightvla_tail (parity with released LightVLA)
-    prune_visual_tokens: Optional[bool] = None      # None: as the checkpoint says
-    pruner_eval_duplicates: Optional[str] = None    # once | count (a kept patch weighs as its picks); None: checkpoint's
-    visual_token_pruner: Optional[str] = None       # lightvla | none | random_k | text_topk | fastv (training-free)
-    visual_token_budget: Optional[int] = None       # patches the baselines keep (LightVLA chooses its own count)
-    fastv_layer: int = 2                            # FastV: decoder layers run on every token before pruning
-    precision: str = "auto"                         # bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
     render_quality: str = "auto"                    # fast | full | auto: as the checkpoint's training frames (full
                                                     # for released checkpoints; fast for --policy scripted)
 
@@ -74,36 +57,25 @@ class GenerateConfig:
     local_log_dir: str = "./experiments/logs"
     save_rollout_video: bool = False                # mp4 per episode (+ kept-patch overlay when pruning) in rollouts/
     save_pruning_picture: bool = True               # kept patches over both cameras, first query of each task
-    seed: int = 7
     # fmt: on
 
     def __post_init__(self):
+        super().__post_init__()
         lu.check_suite_name(self.task_suite_name)
         if self.policy not in ("vla", "scripted"):
             raise ValueError(f"--policy must be 'vla' or 'scripted', got {self.policy!r}")
-        if self.policy == "vla" and not self.pretrained_checkpoint:
-            raise ValueError("--pretrained_checkpoint is required (a checkpoint folder or Hub id), or --policy scripted")
+        if self.policy == "vla":
+            self.require_checkpoint(", or --policy scripted")
         if "image_aug" in self.pretrained_checkpoint and not self.center_crop:
             raise ValueError("this checkpoint was trained with image augmentation: evaluate with --center_crop True")
-        if self.load_in_8bit or self.load_in_4bit:
-            raise ValueError("8/4-bit loading is not supported; the policy runs in bf16 on GPUs and fp32 on CPUs")
-        if self.use_diffusion or self.use_film:
-            raise ValueError("only the L1 regression head is implemented: pass --use_diffusion False --use_film False")
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
         if self.policy_placement not in POLICY_PLACEMENTS:
             raise ValueError(f"--policy_placement must be one of {POLICY_PLACEMENTS}, got {self.policy_placement!r}")
-        from prismatic.precision import check_precision
-
-        check_precision(self.precision)
         if self.render_quality != "auto":
             from experiments.robot.libero.visual_meshes import check_render_quality
 
             check_render_quality(self.render_quality)
-        if self.visual_token_pruner is not None:
-            from prismatic.models.pruning_baselines import make_pruner
-
-            make_pruner(self.visual_token_pruner, self.visual_token_budget, self.fastv_layer)  # validates the choice
 
     @property
     def run_name(self) -> str:
@@ -126,14 +98,9 @@ class VLAPolicy:
     """A checkpoint behind the harness's policy interface; `batch` serves several simulators at once."""
 
     def __init__(self, cfg: GenerateConfig):
-        from prismatic.vla.inference import load_inference_policy
         from prismatic.vla.normalization import resolve_unnorm_key
 
-        self.policy = load_inference_policy(
-            cfg.pretrained_checkpoint, cfg.num_images_in_input, cfg.use_proprio, cfg.prune_visual_tokens,
-            cfg.action_readout, cfg.visual_token_pruner, cfg.visual_token_budget, cfg.fastv_layer, cfg.seed,
-            pruner_eval_duplicates=cfg.pruner_eval_duplicates, precision=cfg.precision,
-        )  # fmt: skip
+        self.policy = cfg.load_policy()
         self.unnorm_key = resolve_unnorm_key(self.policy.vla.norm_stats, cfg.unnorm_key or cfg.task_suite_name)
         self.center_crop = cfg.center_crop
 
