@@ -264,7 +264,9 @@ def test_embedded_default_generates_demonstrations_first(tmp_path, monkeypatch):
         tmp_path / "fresh_data", tmp_path, generate_demos_if_missing=True, demos_per_task=1, demo_resolution=64,
         max_steps=2, save_freq=2, batch_size=2,
     )  # fmt: skip
-    result = train(cfg)
+    from experiments.robot.libero.generate_scripted_demos import make_missing_demos
+
+    result = train(cfg, prepare_data=make_missing_demos)  # what vla-scripts/finetune.py passes
     files = list((tmp_path / "fresh_data" / UNNORM_KEY).glob("*_demo.hdf5"))
     assert [f.name for f in files] == ["pick_up_the_alphabet_soup_and_place_it_in_the_basket_demo.hdf5"]
     assert len(result["history"]) == 2

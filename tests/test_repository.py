@@ -113,3 +113,28 @@ def test_the_check_sees_every_way_out():
     }
     for code, expected in cases.items():
         assert len(outside_references(code, PurePath("tests/test_x.py"))) == expected, code
+
+
+def test_the_library_imports_nothing_above_it():
+    """Every module of prismatic/ imports in a fresh interpreter where experiments/ (the simulator harness) and the
+    scripts cannot be imported: the library depends on neither."""
+    import subprocess
+    import sys
+
+    code = """
+import importlib, importlib.abc, pkgutil, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("experiments", "scripts"):
+            raise ImportError(f"the library imported {name}")
+sys.meta_path.insert(0, Refuse())
+import prismatic
+names = [m.name for m in pkgutil.walk_packages(prismatic.__path__, "prismatic.")]
+for name in names:
+    importlib.import_module(name)
+print(len(names), "modules")
+"""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.split()[0]) > 30, proc.stdout

@@ -21,7 +21,9 @@ from prismatic.training.trainer import train
 
 @draccus.wrap()
 def finetune(cfg: FinetuneConfig) -> dict:
-    return train(cfg)
+    from experiments.robot.libero.generate_scripted_demos import make_missing_demos
+
+    return train(cfg, prepare_data=make_missing_demos)
 
 
 if __name__ == "__main__":

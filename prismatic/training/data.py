@@ -1,36 +1,11 @@
-"""Training batches: the embedded default's demonstrations, sharded shuffled loading that resumes mid-epoch exactly."""
-
-from pathlib import Path
+"""Training batches: sharded shuffled loading that resumes mid-epoch exactly."""
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from prismatic.presets import PRESETS
 from prismatic.training.config import FinetuneConfig
 from prismatic.training.distributed import Dist
 from prismatic.vla.datasets.datasets import DatasetError
-
-
-def ensure_dataset(cfg: FinetuneConfig, main: bool, barrier) -> None:
-    """The embedded default: make scripted demonstrations when a preset model is trained on a missing dataset."""
-    folder = Path(cfg.data_root_dir) / cfg.dataset_name
-    if folder.is_dir() or not (cfg.generate_demos_if_missing and cfg.vla_path in PRESETS):
-        return
-    suite = cfg.dataset_name.removesuffix("_no_noops")
-    if main:
-        from experiments.robot.libero import generate_scripted_demos as gen
-
-        print(f"[finetune] {folder} does not exist: generating scripted demonstrations for {suite} first")
-        gen_cfg = gen.GenerateDemosConfig(
-            task_suite_name=suite,
-            num_demos_per_task=cfg.demos_per_task,
-            out_dir=folder,
-            task_ids=[int(t) for t in cfg.demo_task_ids.split(",")],
-            resolution=cfg.demo_resolution,
-            num_workers=2,
-        )
-        gen.print_summary(gen_cfg, [gen.generate_task(gen_cfg, t) for t in gen_cfg.task_ids])
-    barrier()
 
 
 class EpochTaggedSampler(Sampler):

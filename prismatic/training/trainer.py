@@ -9,6 +9,7 @@ asked) decides which weights are stored how and what runs under autocast: see `p
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from prismatic.precision import Precision, resolve_precision
 from prismatic.presets import PRESETS, get_preset, make_config, make_heads, make_processor
 from prismatic.training import run_state
 from prismatic.training.config import FinetuneConfig
-from prismatic.training.data import batches, ensure_dataset, make_loader, to_device
+from prismatic.training.data import batches, make_loader, to_device
 from prismatic.training.distributed import check_ranks_in_sync, gather_objects, gradient_sync, init_distributed
 from prismatic.training.lora import apply_lora
 from prismatic.training.metrics import MetricsLogger
@@ -90,14 +91,18 @@ def saved_head_width(folder: Path) -> int | None:
     return None if path is None else int(load_component_state_dict(path)["model.fc1.weight"].shape[0])
 
 
-def train(cfg: FinetuneConfig) -> dict:
+def train(cfg: FinetuneConfig, prepare_data: Callable[[FinetuneConfig], None] | None = None) -> dict:
+    """Fine-tune as ``cfg`` says; ``prepare_data(cfg)``, if given, runs on the main process before anything reads the
+    data (``vla-scripts/finetune.py`` passes the embedded default's demo generator)."""
     d = init_distributed(cfg.distributed_timeout_minutes)
     precision = resolve_precision(cfg.precision, d.device)
     run_state.seed_everything(cfg.seed)  # identical initial LoRA/head weights on every rank
     run_dir = Path(cfg.run_root_dir) / cfg.run_id
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    ensure_dataset(cfg, d.main, d.barrier)
+    if d.main and prepare_data is not None:
+        prepare_data(cfg)
+    d.barrier()
 
     vla, processor, head, proprio = load_model(cfg, precision)
     dataset = LiberoDataset(

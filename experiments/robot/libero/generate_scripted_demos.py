@@ -243,6 +243,24 @@ def print_summary(cfg: GenerateDemosConfig, reports: list[TaskReport]) -> None:
         print(f"total {successes}/{attempts} successful rollouts ({successes / max(attempts, 1):.1%})")
 
 
+def make_missing_demos(train_cfg) -> None:
+    """The embedded default (``vla-scripts/finetune.py`` on a preset model without data on disk): scripted demos of
+    the dataset's suite first, as ``train_cfg`` (a ``FinetuneConfig``) asks; nothing when the folder exists."""
+    from prismatic.presets import PRESETS
+
+    folder = Path(train_cfg.data_root_dir) / train_cfg.dataset_name
+    if folder.is_dir() or not (train_cfg.generate_demos_if_missing and train_cfg.vla_path in PRESETS):
+        return
+    suite = train_cfg.dataset_name.removesuffix("_no_noops")
+    print(f"[finetune] {folder} does not exist: generating scripted demonstrations for {suite} first")
+    cfg = GenerateDemosConfig(
+        task_suite_name=suite, num_demos_per_task=train_cfg.demos_per_task, out_dir=folder,
+        task_ids=[int(t) for t in train_cfg.demo_task_ids.split(",")], resolution=train_cfg.demo_resolution,
+        num_workers=2,
+    )  # fmt: skip
+    print_summary(cfg, [generate_task(cfg, t) for t in cfg.task_ids])
+
+
 @draccus.wrap()
 def main(cfg: GenerateDemosConfig) -> list[TaskReport]:
     task_ids = cfg.task_ids if cfg.task_ids is not None else list(range(lu.num_tasks(cfg.task_suite_name)))
