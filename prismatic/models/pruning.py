@@ -76,10 +76,6 @@ class PruningStats:
     kept_indices: list[torch.Tensor]  # per sample: sorted patch indices in [0, num_patches)
     num_patches: int
 
-    @property
-    def kept_fraction(self) -> torch.Tensor:
-        return self.kept_counts.float() / self.num_patches
-
 
 @dataclass
 class PrunedSequence:

@@ -63,12 +63,13 @@ class FinetuneConfig:
     # Logging and runtime
     log_freq: int = 100                             # console line every N steps
     tensorboard_log_dir: Optional[Path] = None      # accepted for upstream command lines (metrics.jsonl is written)
-    tensorboard_log_freq: int = 10
+    tensorboard_log_freq: int = 10                  # upstream (LightVLA) flag: metrics go to metrics.jsonl (and
+                                                    # W&B when configured) every N steps
     run_id_note: Optional[str] = None
     run_id_override: Optional[str] = None
     wandb_entity: str = "your-wandb-entity"
     wandb_project: str = "your-wandb-project"       # set it to log to Weights & Biases (offline without credentials)
-    wandb_log_freq: int = 10
+    wandb_log_freq: int = 10                        # upstream (OpenVLA-OFT) flag, accepted: tensorboard_log_freq rules
     seed: int = 7                                   # rank r draws its random numbers (pruning noise) from seed + r
     num_workers: int = 2                            # DataLoader worker processes per training process (persistent)
     gradient_checkpointing: bool = False

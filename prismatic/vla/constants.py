@@ -1,7 +1,7 @@
 """Token ids and action-space settings shared by the model, the data pipeline and evaluation.
 
 Upstream picks the platform (LIBERO / ALOHA / BRIDGE) at import time by grepping ``sys.argv``; here the action space is
-an explicit, typed value stored in the model config (``OpenVLAConfig.action_space``) and chosen by name on the CLI.
+an explicit, typed value stored in the model config (``OpenVLAConfig.action_space``; LIBERO: 8 actions of 7 dims).
 """
 
 from __future__ import annotations
@@ -48,16 +48,3 @@ class ActionSpace:
         d["normalization_type"] = self.normalization_type.value
         return d
 
-
-ACTION_SPACES: dict[str, ActionSpace] = {
-    "libero": ActionSpace(8, 7, 8, NormalizationType.BOUNDS_Q99),
-    "aloha": ActionSpace(25, 14, 14, NormalizationType.BOUNDS),
-    "bridge": ActionSpace(5, 7, 7, NormalizationType.BOUNDS_Q99),
-}
-
-
-def get_action_space(name: str) -> ActionSpace:
-    try:
-        return ACTION_SPACES[name.lower()]
-    except KeyError:
-        raise ValueError(f"Unknown action space {name!r}; choose one of {sorted(ACTION_SPACES)}") from None

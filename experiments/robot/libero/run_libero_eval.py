@@ -5,7 +5,8 @@
 Each finished episode is appended to `{local_log_dir}/EVAL-{suite}-{run}.jsonl` (suite, task, trial, success, steps,
 kept visual tokens, policy latency, error); running the same command again skips finished episodes. An exception
 inside an episode is recorded and the run goes on. `--num_workers N` runs N simulators in separate processes, each
-with its own copy of the policy or sharing one that batches their queries (`--policy_placement`). `--policy scripted` runs the scripted expert through the same harness.
+with its own copy of the policy or sharing one that batches their queries (`--policy_placement`). `--policy scripted`
+runs the scripted expert through the same harness.
 """
 
 import contextlib

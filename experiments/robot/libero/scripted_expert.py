@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-MAX_POS_STEP = 0.05  # metres per unit of action (robosuite OSC_POSE output_max)
 MAX_ROT_STEP = 0.5  # radians per unit of action
 OPEN, CLOSE = -1.0, 1.0
 MAX_GRIPPER_SPAN = 0.075  # objects wider than this (bowls, plates) are grasped by the rim

@@ -302,7 +302,9 @@ def tabulate(results: dict[str, list[dict]], num_patches: int) -> dict[str, dict
 
 
 CLAIMS = {  # claim -> (verdict rule, [(policy, against)]): success of the first against the second, paired
-    "1. LightVLA keeps a small fraction of the visual tokens without losing success": ("no_worse", [("lightvla", "oft")]),
+    "1. LightVLA keeps a small fraction of the visual tokens without losing success": (
+        "no_worse", [("lightvla", "oft")],
+    ),
     "2. decaying noise beats no noise and fixed noise": (
         "better", [("lightvla", "lightvla_no_noise"), ("lightvla", "lightvla_fixed_noise")],
     ),
@@ -310,7 +312,9 @@ CLAIMS = {  # claim -> (verdict rule, [(policy, against)]): success of the first
         "better", [("lightvla", "random_k"), ("lightvla", "text_topk"), ("lightvla", "fastv")],
     ),
 }  # fmt: skip
-KEPT_COMPARISONS = [("lightvla", "lightvla_no_noise"), ("lightvla", "lightvla_fixed_noise"), ("lightvla", "lightvla_gumbel")]
+KEPT_COMPARISONS = [
+    ("lightvla", "lightvla_no_noise"), ("lightvla", "lightvla_fixed_noise"), ("lightvla", "lightvla_gumbel"),
+]  # fmt: skip
 
 
 def claims(results: dict[str, list[dict]]) -> dict:
@@ -330,7 +334,10 @@ def claims(results: dict[str, list[dict]]) -> dict:
             (v for v in verdicts if v.startswith("not supported")), "not distinguishable at this scale"
         )
         out[claim] = {"comparisons": rows, "verdict": overall if rows else "not measured"}
-    kept = [st.compare_kept(results[a], results[b], a, b).as_dict() for a, b in KEPT_COMPARISONS if a in results and b in results]
+    kept = [
+        st.compare_kept(results[a], results[b], a, b).as_dict()
+        for a, b in KEPT_COMPARISONS if a in results and b in results
+    ]  # fmt: skip
     out["2. decaying noise beats no noise and fixed noise"]["kept_tokens"] = kept
     by_task = st.kept_tokens_by_task(results["lightvla"])
     verdict = "supported" if by_task["p_value"] < 0.05 else "not distinguishable at this scale"
@@ -355,7 +362,8 @@ def claim_lines(found: dict) -> list[str]:
         lines.append(f"- **{claim}**: {result['verdict']}.")
         for row in result.get("kept_tokens", []):
             low, high = row["ci95"]
-            lines.append(f"  Kept tokens {row['a']} − {row['b']}: {row['difference']:+.1f} ({low:+.1f} to {high:+.1f}).")
+            difference = f"{row['difference']:+.1f} ({low:+.1f} to {high:+.1f})"
+            lines.append(f"  Kept tokens {row['a']} − {row['b']}: {difference}.")
         if "tasks" in result:
             per_task = ", ".join(f"{t} {v['mean']:.1f} ± {v['sd']:.1f}" for t, v in result["tasks"].items())
             lines.append(f"  LightVLA's kept tokens per task: {per_task}; Kruskal-Wallis H = {result['h']:.2f}, "

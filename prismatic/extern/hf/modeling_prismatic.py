@@ -460,6 +460,7 @@ class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):
         return (actions[0] if actions.shape[0] == 1 else actions), output.action_hidden_states
 
     def get_action_dim(self, unnorm_key: str | None = None) -> int:
+        """Upstream's helper on the released model class (kept for code written against it; unused here)."""
         return len(self.get_action_stats(unnorm_key)["min"])
 
     def get_action_stats(self, unnorm_key: str | None = None) -> dict[str, Any]:
