@@ -105,7 +105,8 @@ def compare_kept(a: list[dict], b: list[dict], name_a: str, name_b: str) -> Comp
     """Mean kept visual tokens per query of a minus b, per initial state (an episode's mean over its queries)."""
     kept_a, kept_b, tasks = paired(a, b, episode_kept_mean)
     differences = kept_a - kept_b
-    return Comparison(name_a, name_b, len(differences), float(differences.mean()), bootstrap_interval(differences, tasks))
+    interval = bootstrap_interval(differences, tasks)
+    return Comparison(name_a, name_b, len(differences), float(differences.mean()), interval)
 
 
 def kept_tokens_by_task(records: list[dict]) -> dict:
