@@ -43,25 +43,27 @@ echo "== 1/5 scripted demonstrations ($SUITE task $TASK, $DEMOS demos, 128 px, $
   --render_quality "$RENDER_QUALITY"
 stage_done "demos"
 
-train() {  # train RUN_ID STEPS DECAY_AT [finetune.py flags...]: resumes when a checkpoint of the run exists
-  local run=$1 steps=$2 decay=$3
-  shift 3
+train() {  # train RUN_ID [finetune.py flags...]: resumes when a checkpoint of the run exists
+  local run=$1
+  shift 1
   local resume=False
   [ -f "$OUT/runs/$run/training_state.pt" ] && resume=True
   "$PY" vla-scripts/finetune.py --data_root_dir "$OUT/data" --dataset_name "$DATASET" --run_root_dir "$OUT/runs" \
-    --run_id_override "$run" --num_images_in_input 2 --use_proprio True --batch_size 64 --max_steps "$steps" \
-    --num_steps_before_decay "$decay" --save_freq 200 --save_latest_checkpoint_only True --log_freq 100 \
-    --num_workers 0 --resume "$resume" "$@"
+    --run_id_override "$run" --num_images_in_input 2 --use_proprio True --batch_size 64 \
+    --save_freq 200 --save_latest_checkpoint_only True --log_freq 100 --num_workers 0 --resume "$resume" "$@"
+}
+recipe() {  # the two-stage recipe's flags, defined once in prismatic/training/recipes.py (the study reads it too)
+  "$PY" -m prismatic.training.recipes "$@"
 }
 
 echo "== 2/5 stage 1: OpenVLA-OFT from scratch ($STAGE1_STEPS steps, pruning off, full fine-tuning)"
-train oft "$STAGE1_STEPS" $((STAGE1_STEPS * 5 / 7)) --vla_path libero-cpu --prune_visual_tokens False \
-  --use_lora False --learning_rate 1e-3 --lr_warmup_steps 50 --kept_tokens_log_freq 0
+# shellcheck disable=SC2046  # the recipe's flags are words
+train oft $(recipe stage1 "$STAGE1_STEPS") --kept_tokens_log_freq 0
 stage_done "stage 1"
 
 echo "== 3/5 stage 2: LightVLA from the stage-1 checkpoint ($STAGE2_STEPS steps, pruning on, noise 1 -> 0)"
-train lightvla "$STAGE2_STEPS" $((STAGE2_STEPS * 3 / 4)) --vla_path "$OUT/runs/oft" --prune_visual_tokens True \
-  --use_lora False --reuse_heads True --learning_rate 1e-4 --kept_tokens_log_freq 25
+# shellcheck disable=SC2046
+train lightvla $(recipe stage2 "$STAGE2_STEPS" "$OUT/runs/oft") --kept_tokens_log_freq 25
 stage_done "stage 2"
 
 echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial states)"

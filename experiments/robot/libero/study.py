@@ -31,6 +31,7 @@ from typing import Optional
 import numpy as np
 
 from prismatic.files import write_text_atomic
+from prismatic.training.recipes import STAGE2_LEARNING_RATE
 
 SUITE_DATASET = "{suite}_no_noops"
 SETTINGS = {  # stage-2 runs: name -> (pruning, noise distribution, noise schedule)
@@ -54,7 +55,7 @@ class StudyConfig:
     batch_size: int = 64
     stage1_steps: int = 3000                    # OpenVLA-OFT from scratch, every parameter, learning rate 1e-3
     stage2_steps: int = 400                     # every stage-2 setting, heads continued
-    stage2_learning_rate: float = 1e-4          # 3e-4 pruned harder (4.6 kept) and lost successes: README
+    stage2_learning_rate: float = STAGE2_LEARNING_RATE  # 3e-4 pruned harder (4.6 kept) and lost successes: README
     trials_per_task: int = 50                   # every official initial state: the same 50 for every policy (paired)
     num_open_loop_steps: int = 1                # actions executed per policy query (replanning every step: README)
     max_episode_steps: Optional[int] = None     # default: the suite's (upstream TASK_MAX_STEPS); smoke tests only
@@ -126,38 +127,35 @@ def _metrics(run_dir: Path, read_metrics) -> list[dict]:
         return []
 
 
-def train_run(cfg: StudyConfig, name: str, steps: int, **overrides) -> Path:
-    """One training run, resumed if it was interrupted, skipped if it finished."""
+def train_run(cfg: StudyConfig, name: str, **recipe) -> Path:
+    """One training run of ``recipe`` (``prismatic.training.recipes``), resumed if interrupted, skipped if finished."""
     from prismatic.training.config import FinetuneConfig
     from prismatic.training.trainer import train
 
-    run_dir = cfg.run_dir(name)
+    run_dir, steps = cfg.run_dir(name), recipe["max_steps"]
     if finished(run_dir, steps):
         log(f"{name}: finished earlier ({run_dir})")
         return run_dir
     values = dict(
         data_root_dir=cfg.out_dir / "data", dataset_name=cfg.dataset_name, run_root_dir=run_dir.parent,
-        run_id_override=name, num_images_in_input=2, use_proprio=True, batch_size=cfg.batch_size, max_steps=steps,
+        run_id_override=name, num_images_in_input=2, use_proprio=True, batch_size=cfg.batch_size,
         save_freq=max(steps // 4, 1), save_latest_checkpoint_only=True, log_freq=max(steps // 10, 1),
-        kept_tokens_log_freq=max(steps // 20, 1), num_workers=0, use_lora=False, seed=cfg.seed,
+        kept_tokens_log_freq=max(steps // 20, 1), num_workers=0, seed=cfg.seed,
         generate_demos_if_missing=False, resume=(run_dir / "training_state.pt").exists(),
     )  # fmt: skip
     log(f"{name}: training {steps} steps{' (resuming)' if values['resume'] else ''}")
-    train(FinetuneConfig(**{**values, **overrides}))
+    train(FinetuneConfig(**{**values, **recipe}))
     return run_dir
 
 
 def train_all(cfg: StudyConfig) -> None:
-    stage1 = train_run(
-        cfg, "stage1_oft", cfg.stage1_steps, vla_path=cfg.preset, prune_visual_tokens=False, learning_rate=1e-3,
-        lr_warmup_steps=50, num_steps_before_decay=cfg.stage1_steps * 5 // 7, kept_tokens_log_freq=0,
-    )  # fmt: skip
+    from prismatic.training import recipes
+
+    stage1 = train_run(cfg, "stage1_oft", **recipes.stage1(cfg.stage1_steps, cfg.preset), kept_tokens_log_freq=0)
     for name, (prune, noise, schedule) in SETTINGS.items():
-        train_run(
-            cfg, name, cfg.stage2_steps, vla_path=str(stage1), prune_visual_tokens=prune, pruner_noise=noise,
-            pruner_noise_schedule=schedule, reuse_heads=True, learning_rate=cfg.stage2_learning_rate,
-            num_steps_before_decay=cfg.stage2_steps * 3 // 4,
-        )  # fmt: skip
+        stage2 = recipes.stage2(cfg.stage2_steps, stage1, cfg.stage2_learning_rate)
+        train_run(cfg, name, **{**stage2, "prune_visual_tokens": prune}, pruner_noise=noise,
+                  pruner_noise_schedule=schedule)  # fmt: skip
 
 
 # --- 4. evaluation -------------------------------------------------------------------------------------------------
