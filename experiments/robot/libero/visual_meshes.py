@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from prismatic.files import cache_root
+from prismatic.files import cache_root, staged
 
 RENDER_QUALITIES = ("full", "fast")
 DRAWN_GROUPS = ("1", "2")  # robosuite's cameras draw visual groups 1 and 2 (group 0 holds collision geoms)
@@ -206,14 +204,8 @@ def _cache_path(source: str, settings: str, suffix: str) -> Path:
 def _cached(target: Path, build) -> Path:
     """``target``, built by ``build(staging_path)`` if missing; written beside its name and renamed into place."""
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-        os.close(handle)
-        try:
-            build(Path(staging))
-            os.replace(staging, target)  # atomic: a concurrent builder's identical copy is replaced whole
-        finally:
-            Path(staging).unlink(missing_ok=True)
+        with staged(target) as staging:  # a concurrent builder's identical copy is replaced whole
+            build(staging)
     return target
 
 

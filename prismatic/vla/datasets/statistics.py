@@ -9,13 +9,12 @@ Computed over every step of every demo (un-normalised, after the gripper standar
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from prismatic.files import cache_root
+from prismatic.files import cache_root, write_text_atomic
 
 CACHE_DIR = cache_root()
 
@@ -77,10 +76,7 @@ def load_cached(data_dir: Path, key: str) -> dict | None:
 def save_cached(data_dir: Path, key: str, statistics: dict) -> Path | None:
     for path in cache_candidates(data_dir, key):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staging = path.with_name(f"{path.name}.{os.getpid()}.partial")
-            staging.write_text(json.dumps(statistics, indent=2))
-            os.replace(staging, path)
+            write_text_atomic(path, json.dumps(statistics, indent=2))
             return path
         except OSError:
             continue
