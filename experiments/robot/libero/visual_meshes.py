@@ -40,7 +40,7 @@ TARGET_RATIO = 0.05
 MIN_TRIANGLES = 200
 TARGET_ERROR = 0.02
 FAST_OFFSAMPLES = 0  # multisampling off: measured below (README)
-MAX_TEXTURE_SIDE = 512  # larger 2D textures are shrunk (uploading LIBERO's 147 MB of them took ~0.8 s of each reset)
+MAX_TEXTURE_SIDE = 512  # larger textures (2D, single-file cube) shrink: their upload took ~0.8 s of a reset
 SETTINGS = f"meshopt|ratio={TARGET_RATIO}|min={MIN_TRIANGLES}|error={TARGET_ERROR}|weld|v2"
 TEXTURE_SETTINGS = f"box|max={MAX_TEXTURE_SIDE}|v1"
 
