@@ -15,7 +15,7 @@ from typing import List
 import draccus
 import torch
 
-from prismatic.presets import make_config, make_processor
+from prismatic.policy.presets import make_config, make_processor
 from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
 
 

@@ -28,9 +28,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.plotting import pyplot, save_figure
+from prismatic.policy.inference import policy_inputs
+from prismatic.policy.presets import make_policy
 from prismatic.precision import prepare_for_inference, resolve_precision
-from prismatic.presets import make_policy
-from prismatic.vla.inference import policy_inputs
 
 UNNORM_KEY = "benchmark"
 TASKS = [

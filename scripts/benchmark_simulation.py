@@ -54,8 +54,8 @@ def step_ms(cfg: SimulationBenchmarkConfig, cameras: bool, quality: str = "full"
 
 
 def random_policy_folder(root: Path) -> Path:
-    from prismatic.models.checkpoints import save_policy
-    from prismatic.presets import make_policy
+    from prismatic.policy.checkpoints import save_policy
+    from prismatic.policy.presets import make_policy
 
     stats = {"libero_object_no_noops": {
         "action": {"q01": [-0.9] * 6 + [-1.0], "q99": [0.9] * 6 + [1.0], "mask": [True] * 6 + [False]},

@@ -23,7 +23,7 @@ from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.models.llama_bidirectional import bidirectional_llama_forward
 from prismatic.models.pruning import PrunedSequence, TokenPruner
 from prismatic.models.pruning_baselines import DEFAULT_FASTV_LAYER, TextTopKPruner
-from prismatic.presets import get_preset, make_config, make_heads
+from prismatic.policy.presets import get_preset, make_config, make_heads
 
 
 @dataclass

@@ -30,12 +30,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark_latency import Clock, benchmark_statistics  # noqa: E402
 
-from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction, action_sequence  # noqa: E402
+from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction  # noqa: E402
 from prismatic.files import write_text_atomic  # noqa: E402
+from prismatic.policy.presets import get_preset, make_config, make_heads  # noqa: E402
 from prismatic.precision import prepare_for_inference, resolve_precision  # noqa: E402
-from prismatic.presets import get_preset, make_config, make_heads  # noqa: E402
 from prismatic.training.lora import apply_lora  # noqa: E402
 from prismatic.training.policy import TrainablePolicy  # noqa: E402
+from prismatic.vla.prompts import action_sequence  # noqa: E402
 
 PROMPT_LENGTH = 24  # token ids of a LIBERO instruction prompt, about
 

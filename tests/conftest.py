@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-from prismatic.presets import get_preset, make_config, make_heads, make_processor
+from prismatic.policy.presets import get_preset, make_config, make_heads, make_processor
 from prismatic.vla.constants import PROMPT_TEMPLATE
 from prismatic.vla.datasets import libero_hdf5
 
@@ -66,7 +66,7 @@ def tiny_policy():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, processor):
     """A saved tiny policy folder (random weights, statistics keyed UNNORM_KEY); treat it as read-only."""
-    from prismatic.models.checkpoints import save_policy
+    from prismatic.policy.checkpoints import save_policy
 
     vla, head, proprio = build_tiny_policy()
     folder = tmp_path_factory.mktemp("ckpt") / "tiny-policy"

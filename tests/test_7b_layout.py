@@ -11,7 +11,7 @@ from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.models.action_heads import L1RegressionActionHead
 from prismatic.models.projectors import ProprioProjector
-from prismatic.presets import make_config
+from prismatic.policy.presets import make_config
 
 # config.json of the released OpenVLA-OFT / LightVLA checkpoints (norm_stats shortened)
 RELEASED_CONFIG = {

@@ -8,10 +8,9 @@ import pytest
 import torch
 from conftest import write_task
 
-from prismatic.presets import make_config
+from prismatic.policy.presets import make_config
 from prismatic.vla.constants import IGNORE_INDEX, NormalizationType
 from prismatic.vla.datasets import libero_hdf5
-from prismatic.vla.image_pipeline import ImageAugmentation, center_crop
 from prismatic.vla.datasets.datasets import (
     DatasetError,
     LiberoDataset,
@@ -19,6 +18,7 @@ from prismatic.vla.datasets.datasets import (
     chunk_indices,
     standardize_gripper,
 )
+from prismatic.vla.image_pipeline import ImageAugmentation, center_crop
 from prismatic.vla.normalization import normalize, unnormalize
 
 NAME = "libero_object_no_noops"

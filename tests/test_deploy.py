@@ -16,7 +16,7 @@ from experiments.robot.openvla_utils import (
     get_action_from_server,
     get_actions_from_server,
 )
-from prismatic.vla.inference import load_inference_policy, predict_action_chunk
+from prismatic.policy.inference import load_inference_policy, predict_action_chunk
 
 spec = importlib.util.spec_from_file_location(
     "benchmark_server", Path(__file__).resolve().parents[1] / "scripts" / "benchmark_server.py"

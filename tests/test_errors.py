@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PROMPT, UNNORM_KEY, random_image
 
-from prismatic.models.checkpoints import CheckpointError, load_policy, resolve_checkpoint, save_policy
+from prismatic.policy.checkpoints import CheckpointError, load_policy, resolve_checkpoint, save_policy
 
 
 def inputs_for(processor, images):

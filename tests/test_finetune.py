@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import UNNORM_KEY, write_task
+from conftest import UNNORM_KEY
 from conftest import finetune_config as config
 
-from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
+from prismatic.policy.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.training import trainer
 from prismatic.training.policy import kept_visual_tokens
-from prismatic.training.trainer import train
 from prismatic.training.schedules import lr_factor, noise_scale
+from prismatic.training.trainer import train
 from prismatic.vla.datasets.datasets import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def losses(result):
 
 
 def test_without_pruning_the_logged_kept_tokens_are_every_patch_of_every_image(data_root, tmp_path):
-    from prismatic.presets import make_config
+    from prismatic.policy.presets import make_config
 
     preset = make_config("tiny")
     patches_per_image = (preset.image_sizes[0] // preset.timm_model_overrides[0].get("patch_size", 14)) ** 2
@@ -275,7 +275,7 @@ def test_embedded_default_generates_demonstrations_first(tmp_path, monkeypatch):
 def test_two_stage_recipe_from_our_own_checkpoint(data_root, tmp_path):
     """Stage 1 (OpenVLA-OFT, pruning off, every parameter) -> stage 2 (LightVLA from its folder, with or without LoRA,
     fresh heads of the same architecture, or the stage-1 heads continued)."""
-    from prismatic.models.checkpoints import load_action_head
+    from prismatic.policy.checkpoints import load_action_head
 
     stage1 = train(config(data_root, tmp_path, run_id_override="oft", use_lora=False, prune_visual_tokens=False,
                           max_steps=3, save_freq=3, save_latest_checkpoint_only=True))  # fmt: skip

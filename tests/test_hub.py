@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import UNNORM_KEY
 
-from prismatic.models.checkpoints import CheckpointError
-from prismatic.models.hub import files_to_upload, model_card, push_checkpoint
-from prismatic.vla.inference import load_inference_policy, predict_action_chunk
+from prismatic.policy.checkpoints import CheckpointError
+from prismatic.policy.hub import files_to_upload, model_card, push_checkpoint
+from prismatic.policy.inference import load_inference_policy, predict_action_chunk
 
 ROOT = Path(__file__).resolve().parents[1]
 

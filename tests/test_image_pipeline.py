@@ -4,13 +4,12 @@ Fixture: tests/fixtures/upstream-image-pipeline (see its README): every stage of
 preprocessing, computed by upstream's own functions under TensorFlow.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import recorded
+
 from prismatic.vla import image_pipeline as ip
 
 FIXTURE = "upstream-image-pipeline"

@@ -1,4 +1,4 @@
-"""prismatic.vla.inference: observation dicts -> un-normalised action chunks (the path eval and the server use)."""
+"""prismatic.policy.inference: observation dicts -> un-normalised action chunks (the path eval and the server use)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import UNNORM_KEY, fake_norm_stats, random_image
 
-from prismatic.presets import make_policy
+from prismatic.policy.inference import predict_action_chunk
+from prismatic.policy.presets import make_policy
 from prismatic.vla.image_pipeline import center_crop, resize_image_for_policy
-from prismatic.vla.inference import predict_action_chunk
 from prismatic.vla.normalization import normalize
 
 TASKS = ["pick up the soup", "put the bowl on the plate"]

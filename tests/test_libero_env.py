@@ -70,7 +70,7 @@ def test_torchvision_can_be_imported_after_rendering():
         "from experiments.robot.libero import libero_utils as lu\n"
         "env = lu.make_env(lu.get_task('libero_object', 0), resolution=32)\n"
         "env.reset(); env.step([0, 0, 0, 0, 0, 0, -1])\n"
-        "import torchvision, prismatic.vla.inference\n"
+        "import torchvision, prismatic.policy.inference\n"
         "lu.close_env(env); print('survived')\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import PROMPT, UNNORM_KEY, random_image
 
-from prismatic.models.checkpoints import CheckpointError, load_policy, save_policy
+from prismatic.policy.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.normalization import unnormalize
 
@@ -172,7 +172,7 @@ def test_save_and_load_round_trip_predicts_identical_actions(processor, tiny_pol
 
 
 def test_heads_load_with_and_without_ddp_prefix(tiny_policy, tmp_path):
-    from prismatic.models.checkpoints import load_action_head, load_proprio_projector
+    from prismatic.policy.checkpoints import load_action_head, load_proprio_projector
 
     _, head, proprio_projector = tiny_policy
     torch.save({f"module.{k}": v for k, v in head.state_dict().items()}, tmp_path / "action_head--1_checkpoint.pt")

@@ -17,13 +17,13 @@ import pytest
 import torch
 from conftest import UNNORM_KEY, build_tiny_policy, finetune_config, recorded
 
-from prismatic.models.checkpoints import load_policy, save_policy
 from prismatic.models.pruning import TokenPruner
+from prismatic.policy.checkpoints import load_policy, save_policy
+from prismatic.policy.inference import load_inference_policy, predict_action_chunk
 from prismatic.precision import prepare_for_inference, resolve_precision
 from prismatic.training import run_state
 from prismatic.training.distributed import Dist, gradient_sync
 from prismatic.training.trainer import train
-from prismatic.vla.inference import load_inference_policy, predict_action_chunk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def small_checkpoint(tmp_path_factory):
     """A saved libero-cpu policy (random weights, statistics keyed UNNORM_KEY) to train from."""
     from conftest import fake_norm_stats
 
-    from prismatic.presets import make_policy
+    from prismatic.policy.presets import make_policy
 
     policy = make_policy("libero-cpu", norm_stats=fake_norm_stats())
     folder = tmp_path_factory.mktemp("small") / "libero-cpu-policy"
@@ -198,7 +198,7 @@ def test_collectives_wait_as_long_as_configured(monkeypatch):
 def test_persistent_workers_keep_their_state_and_follow_the_epoch(data_root, tmp_path, processor):
     """Workers live across epochs (their frame caches with them), and each epoch still augments as that epoch says:
     every batch of two epochs equals the dataset's own samples for those indices with ``set_epoch`` of that epoch."""
-    from prismatic.presets import make_config
+    from prismatic.policy.presets import make_config
     from prismatic.training.data import batches, make_loader
     from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
 

@@ -8,7 +8,7 @@ import torch
 from conftest import PROMPT, random_image
 
 from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
-from prismatic.presets import make_config
+from prismatic.policy.presets import make_config
 
 DINO_MEAN_BF16 = [0.484375, 0.455078125, 0.40625]
 DINO_STD_BF16 = [0.228515625, 0.2236328125, 0.224609375]

@@ -15,7 +15,7 @@ CODE_FOLDERS = ("tests", "prismatic", "experiments", "scripts", "vla-scripts")
 ALLOWED_HOME = {
     "prismatic/files.py": "the cache of derived data (statistics, decimated meshes; LIGHTVLA_CACHE overrides it)",
     "prismatic/training/metrics.py": "Weights & Biases credentials in ~/.netrc",
-    "prismatic/models/checkpoints.py": "expands a '~' the user typed in a checkpoint path",
+    "prismatic/policy/checkpoints.py": "expands a '~' the user typed in a checkpoint path",
 }
 PARENT_SEGMENT = re.compile(r"(^|[/\\])\.\.([/\\]|$)")
 OUTSIDE_ABSOLUTE = re.compile(r"^(~|/(work|home|root|tmp|mnt|data|Users|opt|srv|scratch)(/|$))")
@@ -138,3 +138,42 @@ print(len(names), "modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split()[0]) > 30, proc.stdout
+
+
+# The library's packages, lowest layer first: a module may import its own layer and the layers before it.
+LAYERS = (
+    ("prismatic.files", "prismatic.plotting", "prismatic.precision"),  # helpers that know no model and no data
+    ("prismatic.vla",),  # model-free data: constants, prompts, normalisation, image pipeline, dataset readers
+    ("prismatic.models",),  # nn building blocks: pruner and baselines, heads, projectors, bidirectional Llama
+    ("prismatic.extern",),  # the Hugging Face model, configuration and processor
+    ("prismatic.policy",),  # policy assembly: presets, checkpoints, Hub, inference, serving, policy options
+    ("prismatic.training",),  # fine-tuning
+)
+
+
+def layer_of(module: str) -> int:
+    for index, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return index
+    raise AssertionError(f"{module} is in no layer of tests/test_repository.py LAYERS: add it to one")
+
+
+def prismatic_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} if node.module != "prismatic" else {f"prismatic.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {name for name in names if name.startswith("prismatic.")}
+
+
+def test_each_package_imports_only_the_layers_below_it():
+    wrong = []
+    for path in sorted((ROOT / "prismatic").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if module == "prismatic":
+            continue
+        wrong += [f"{module} ({LAYERS[layer_of(module)][0]}) imports {name}"
+                  for name in sorted(prismatic_imports(path)) if layer_of(name) > layer_of(module)]  # fmt: skip
+    assert not wrong, "imports against the layers (lowest first: " + ", ".join(p[0] for p in LAYERS) + "):\n" + "\n".join(wrong)

@@ -131,7 +131,7 @@ def test_rlds_folder_to_demos_and_through_the_converter(tmp_path):
 
     counts = main.__wrapped__(ConvertConfig(rlds_dir=shard_dir, out_dir=tmp_path / "hdf5" / "libero_object_no_noops"))
     assert counts == {"pick up the soup": 2, "pick up the milk": 1}
-    from prismatic.presets import make_config, make_processor
+    from prismatic.policy.presets import make_config, make_processor
     from prismatic.vla.datasets.datasets import LiberoDataset
 
     ds = LiberoDataset(tmp_path / "hdf5", "libero_object_no_noops", make_processor("tiny"), make_config("tiny"))

@@ -10,10 +10,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
 from conftest import recorded
-from prismatic.models.checkpoints import load_policy
-from prismatic.vla.inference import build_prompt
+
+from prismatic.policy.checkpoints import load_policy
+from prismatic.vla.prompts import build_prompt
 
 FIXTURE = recorded("upstream-tiny")
 UNNORM_KEY = "libero_spatial_no_noops"
@@ -173,7 +173,7 @@ def test_loading_a_released_folder_never_prompts():
 
     code = (
         "from prismatic.extern.hf.processing_prismatic import PrismaticProcessor\n"
-        "from prismatic.models.checkpoints import load_policy\n"
+        "from prismatic.policy.checkpoints import load_policy\n"
         "from transformers import AutoModelForImageTextToText\n"
         f"folder = {str(FIXTURE / 'lightvla' / 'checkpoint')!r}\n"
         "PrismaticProcessor.from_pretrained(folder)\n"
@@ -221,7 +221,7 @@ def test_released_checkpoints_are_run_as_their_name_says(tmp_path, inputs, capsy
 
 
 def test_an_ambiguous_released_checkpoint_needs_the_flags(tmp_path):
-    from prismatic.models.checkpoints import CheckpointError
+    from prismatic.policy.checkpoints import CheckpointError
 
     (tmp_path / "my-policy").symlink_to(FIXTURE / "lightvla" / "checkpoint", target_is_directory=True)
     with pytest.raises(CheckpointError, match=r"--prune_visual_tokens False.*--action_readout lightvla_tail"):
@@ -260,7 +260,7 @@ def test_verify_checkpoint_runs_released_folders_as_their_name_says(
     import importlib.util
     from pathlib import Path
 
-    from prismatic.vla import inference
+    from prismatic.policy import inference
 
     script = Path(__file__).resolve().parents[1] / "vla-scripts" / "verify_checkpoint.py"
     spec = importlib.util.spec_from_file_location("verify_checkpoint", script)

@@ -165,9 +165,9 @@ def test_fast_rendering_leaves_the_physics_bit_identical(tmp_path, monkeypatch):
 
 
 def test_checkpoints_record_their_render_quality_and_evaluation_follows_it(tmp_path, capsys, tiny_checkpoint):
-    from experiments.robot.libero.run_libero_eval import GenerateConfig, resolve_render_quality
-
     import shutil
+
+    from experiments.robot.libero.run_libero_eval import GenerateConfig, resolve_render_quality
 
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "ours")
     config = json.loads((folder / "config.json").read_text())
@@ -182,7 +182,6 @@ def test_checkpoints_record_their_render_quality_and_evaluation_follows_it(tmp_p
 def test_training_records_the_datasets_render_quality(data_root, tmp_path):
     """A dataset's files say how their frames were rendered; mixed datasets are refused; training records it."""
     import h5py
-
     from conftest import UNNORM_KEY, finetune_config, write_task
 
     from prismatic.training.trainer import train

@@ -5,7 +5,7 @@
 
 Clients post a json-numpy encoded observation (full_image, wrist image(s), state, instruction) and get the
 un-normalised action chunk back; `experiments/robot/openvla_utils.get_action_from_server` is such a client. See
-`prismatic/vla/serving.py` for the protocol and the error answers.
+`prismatic/policy/serving.py` for the protocol and the error answers.
 """
 
 import logging
@@ -14,7 +14,8 @@ from typing import Optional
 
 import draccus
 
-from prismatic.vla.policy_options import PolicyOptions
+from prismatic.policy.options import PolicyOptions
+
 
 @dataclass
 class DeployConfig(PolicyOptions):
@@ -40,8 +41,8 @@ class DeployConfig(PolicyOptions):
 
 
 def build_server_state(cfg: DeployConfig):
+    from prismatic.policy.serving import ServerState
     from prismatic.vla.normalization import resolve_unnorm_key
-    from prismatic.vla.serving import ServerState
 
     policy = cfg.load_policy()
     unnorm_key = resolve_unnorm_key(policy.vla.norm_stats, cfg.unnorm_key or None)
@@ -52,7 +53,7 @@ def build_server_state(cfg: DeployConfig):
 def deploy(cfg: DeployConfig) -> None:
     import uvicorn
 
-    from prismatic.vla.serving import make_app
+    from prismatic.policy.serving import make_app
 
     logging.basicConfig(level=cfg.log_level.upper(), format="[deploy] %(message)s")
     state = build_server_state(cfg)

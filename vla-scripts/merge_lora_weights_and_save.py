@@ -21,7 +21,7 @@ import torch
 
 from prismatic.extern.hf import register_auto_classes
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-from prismatic.models.checkpoints import CheckpointError, resolve_checkpoint
+from prismatic.policy.checkpoints import CheckpointError, resolve_checkpoint
 from prismatic.precision import resolve_precision
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import draccus
 
-from prismatic.models.checkpoints import CheckpointError
-from prismatic.models.hub import HubError, files_to_upload, model_card, push_checkpoint
+from prismatic.policy.checkpoints import CheckpointError
+from prismatic.policy.hub import HubError, files_to_upload, model_card, push_checkpoint
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Optional
 import draccus
 import numpy as np
 
-from prismatic.vla.policy_options import PolicyOptions
+from prismatic.policy.options import PolicyOptions
 
 
 @dataclass
@@ -43,7 +43,7 @@ def synthetic_observation(seed: int = 0) -> dict:
 
 @draccus.wrap()
 def verify(cfg: VerifyConfig) -> np.ndarray:
-    from prismatic.vla.inference import predict_action_chunk
+    from prismatic.policy.inference import predict_action_chunk
 
     start = time.perf_counter()
     policy = cfg.load_policy(cfg.device)

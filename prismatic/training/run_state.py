@@ -1,7 +1,7 @@
 """Resumable training state: where checkpoints of a run live, and the optimizer/scheduler/RNG state beside them.
 
 Each checkpoint folder is a complete released-style policy folder (merged model, processor, heads, statistics) plus
-`lora_adapter/` and `training_state.pt`; folders are written atomically (`prismatic.models.checkpoints`), so a crash
+`lora_adapter/` and `training_state.pt`; folders are written atomically (`prismatic.policy.checkpoints`), so a crash
 while saving leaves the previous checkpoint intact.
 """
 
@@ -14,7 +14,13 @@ import numpy as np
 import torch
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-from prismatic.models.checkpoints import CheckpointError, find_checkpoint_file, load_action_head, load_proprio_projector, save_policy
+from prismatic.policy.checkpoints import (
+    CheckpointError,
+    find_checkpoint_file,
+    load_action_head,
+    load_proprio_projector,
+    save_policy,
+)
 from prismatic.training.config import FinetuneConfig
 from prismatic.training.distributed import Dist
 from prismatic.training.lora import merged_state_dict

@@ -2,7 +2,6 @@
 
 import torch
 
-
 NOISE_SCHEDULES = ("decay", "fixed", "none")
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
-from prismatic.models.checkpoints import (
+from prismatic.policy.checkpoints import (
     CheckpointError,
     find_checkpoint_file,
     load_action_head,
@@ -28,8 +28,8 @@ from prismatic.models.checkpoints import (
     resolve_checkpoint,
     save_policy,
 )
+from prismatic.policy.presets import PRESETS, get_preset, make_config, make_heads, make_processor
 from prismatic.precision import Precision, resolve_precision
-from prismatic.presets import PRESETS, get_preset, make_config, make_heads, make_processor
 from prismatic.training import run_state
 from prismatic.training.config import FinetuneConfig
 from prismatic.training.data import batches, make_loader, to_device

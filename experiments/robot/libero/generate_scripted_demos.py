@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.robot.libero import libero_utils as lu
-from experiments.robot.libero.visual_meshes import check_render_quality
 from experiments.robot.libero.scripted_expert import ScriptedExpert, UnsupportedTask, goal_subtasks
+from experiments.robot.libero.visual_meshes import check_render_quality
 from prismatic.vla.datasets import libero_hdf5
 
 
@@ -246,7 +246,7 @@ def print_summary(cfg: GenerateDemosConfig, reports: list[TaskReport]) -> None:
 def make_missing_demos(train_cfg) -> None:
     """The embedded default (``vla-scripts/finetune.py`` on a preset model without data on disk): scripted demos of
     the dataset's suite first, as ``train_cfg`` (a ``FinetuneConfig``) asks; nothing when the folder exists."""
-    from prismatic.presets import PRESETS
+    from prismatic.policy.presets import PRESETS
 
     folder = Path(train_cfg.data_root_dir) / train_cfg.dataset_name
     if folder.is_dir() or not (train_cfg.generate_demos_if_missing and train_cfg.vla_path in PRESETS):

@@ -203,7 +203,7 @@ def get_proprio(obs: dict) -> np.ndarray:
 
 
 def policy_observation(obs: dict) -> dict:
-    """The observation dict the policy consumes (`prismatic.vla.inference`): both rotated cameras and the state."""
+    """The observation dict the policy consumes (`prismatic.policy.inference`): both rotated cameras and the state."""
     return {"full_image": get_libero_image(obs), "wrist_image": get_libero_wrist_image(obs), "state": get_proprio(obs)}
 
 

@@ -24,8 +24,7 @@ import numpy as np
 
 from experiments.robot.libero import libero_utils as lu
 from experiments.robot.libero.episodes import EpisodeResult, EpisodeSpec, run_episode
-from prismatic.vla.policy_options import PolicyOptions
-
+from prismatic.policy.options import PolicyOptions
 
 POLICY_PLACEMENTS = ("auto", "workers", "shared")
 
@@ -106,8 +105,8 @@ class VLAPolicy:
         self.center_crop = cfg.center_crop
 
     def batch(self, observations: list[dict], languages: list[str]) -> list[tuple[np.ndarray, dict]]:
+        from prismatic.policy.inference import predict_action_chunk
         from prismatic.vla.image_pipeline import resize_image_for_policy
-        from prismatic.vla.inference import predict_action_chunk
 
         start = time.perf_counter()
         # upstream's LIBERO script passes every frame through resize_image_for_policy (JPEG round trip + lanczos3),
@@ -189,7 +188,7 @@ def resolve_render_quality(cfg: GenerateConfig) -> str:
     when it differs from the training frames'."""
     if cfg.policy == "scripted":
         return "fast" if cfg.render_quality == "auto" else cfg.render_quality
-    from prismatic.models.checkpoints import resolve_checkpoint
+    from prismatic.policy.checkpoints import resolve_checkpoint
 
     config = json.loads((resolve_checkpoint(cfg.pretrained_checkpoint) / "config.json").read_text())
     trained = config.get("render_quality", "full")
@@ -205,10 +204,9 @@ def resolve_render_quality(cfg: GenerateConfig) -> str:
 
 def check_resume_settings(cfg: GenerateConfig, path: Path, resuming: bool) -> None:
     """Record the settings beside the results; refuse to add episodes to results made with other settings."""
-    from prismatic.files import write_text_atomic
-
     import torch
 
+    from prismatic.files import write_text_atomic
     from prismatic.precision import resolve_precision
 
     settings = {key: getattr(cfg, key) for key in OUTCOME_SETTINGS}

@@ -223,7 +223,7 @@ def efficiency(cfg: StudyConfig, results: dict[str, list[dict]]) -> dict[str, di
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from prismatic.vla.inference import load_inference_policy, policy_inputs
+    from prismatic.policy.inference import load_inference_policy, policy_inputs
 
     observations, tasks = demo_observations(cfg)
     budget = lightvla_budget(results)
@@ -437,7 +437,7 @@ class StageClock:
 
 
 def run_study(cfg: StudyConfig) -> dict:
-    from prismatic.presets import make_config
+    from prismatic.policy.presets import make_config
 
     clock = StageClock(cfg.out_dir / "wall_seconds.json")
     log(f"{cfg.dataset_name}: {cfg.tasks} -> {cfg.out_dir}")

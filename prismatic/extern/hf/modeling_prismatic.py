@@ -26,8 +26,9 @@ from transformers.utils import ModelOutput
 from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig, PrismaticConfig
 from prismatic.models.llama_bidirectional import bidirectional_llama_forward
 from prismatic.models.pruning import PruningStats, TokenPruner
-from prismatic.vla.constants import IGNORE_INDEX, STOP_INDEX
+from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.normalization import resolve_unnorm_key, unnormalize
+from prismatic.vla.prompts import action_sequence
 
 
 # === Vision backbone ===
@@ -260,22 +261,6 @@ class PrismaticForConditionalGeneration(PrismaticPreTrainedModel):
         """(B, C * n, H, W) -> projected patch tokens (B, P, D)."""
         features = self.vision_backbone(pixel_values.to(self.projector.fc1.weight.dtype))
         return self.projector(features)
-
-
-def action_sequence(prompt_ids: torch.Tensor, config: OpenVLAConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One unpadded prompt -> (ids, labels) of the full training/inference sequence.
-
-    The prompt gets the empty token ("▁") when it does not end in one, then one placeholder action token per action
-    value (their embeddings are zeroed in the forward pass, so the id only marks the slot) and STOP. Labels ignore
-    the prompt and carry the placeholders and STOP, which is how the model finds the action slots.
-    """
-    if int(prompt_ids[-1]) != config.empty_token_id:
-        prompt_ids = torch.cat([prompt_ids, prompt_ids.new_tensor([config.empty_token_id])])
-    n_slots = config.get_action_space().num_action_tokens
-    tail = prompt_ids.new_full((n_slots + 1,), config.action_token_begin_idx + 1)
-    tail[-1] = STOP_INDEX
-    labels = torch.cat([prompt_ids.new_full(prompt_ids.shape, IGNORE_INDEX), tail])
-    return torch.cat([prompt_ids, tail]), labels
 
 
 class OpenVLAForActionPrediction(PrismaticForConditionalGeneration):

@@ -19,13 +19,11 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from prismatic.extern.hf.configuration_prismatic import OpenVLAConfig
-from prismatic.extern.hf.modeling_prismatic import action_sequence
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.datasets import libero_hdf5, statistics
 from prismatic.vla.image_pipeline import ImageAugmentation, resize_image_for_policy
-from prismatic.vla.inference import build_prompt
 from prismatic.vla.normalization import normalize
+from prismatic.vla.prompts import ModelSettings, action_sequence, build_prompt
 
 LIBERO_SUITE_DATASETS = tuple(f"libero_{s}_no_noops" for s in ("spatial", "object", "goal", "10"))
 DATASET_MIXTURES = {"libero_4_task_suites_no_noops": LIBERO_SUITE_DATASETS}
@@ -81,7 +79,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         data_root_dir: Path,
         dataset_name: str,
         processor,
-        vla_config: OpenVLAConfig,
+        vla_config: ModelSettings,
         num_images_in_input: int = 2,
         use_proprio: bool = True,
         image_aug: bool = True,

@@ -12,16 +12,12 @@ import numpy as np
 import torch
 
 from prismatic.extern.hf.processing_prismatic import to_pil_rgb
-from prismatic.models.checkpoints import Policy, load_policy
-from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.models.pruning import PruningStats
-from prismatic.vla.constants import PROMPT_TEMPLATE
+from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
+from prismatic.policy.checkpoints import Policy, load_policy
 from prismatic.vla.image_pipeline import prepare_image
 from prismatic.vla.normalization import normalize, resolve_unnorm_key
-
-
-def build_prompt(task_description: str) -> str:
-    return PROMPT_TEMPLATE.format(task_description.lower())
+from prismatic.vla.prompts import build_prompt
 
 
 def observation_images(observation: Mapping, num_images: int) -> list[np.ndarray]:

@@ -57,8 +57,8 @@ class PolicyOptions:
             raise ValueError(f"--pretrained_checkpoint is required (a checkpoint folder or Hub id){alternative}")
 
     def load_policy(self, device: str | None = None):
-        """The checkpoint as a ``prismatic.models.checkpoints.Policy`` (device None: the GPU when there is one)."""
-        from prismatic.vla.inference import load_inference_policy
+        """The checkpoint as a ``prismatic.policy.checkpoints.Policy`` (device None: the GPU when there is one)."""
+        from prismatic.policy.inference import load_inference_policy
 
         return load_inference_policy(
             self.pretrained_checkpoint, self.num_images_in_input, self.use_proprio, self.prune_visual_tokens,

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from prismatic.models.checkpoints import CheckpointError, find_checkpoint_file, load_dataset_statistics
+from prismatic.policy.checkpoints import CheckpointError, find_checkpoint_file, load_dataset_statistics
 
 UPLOAD_IGNORE = ("training_state.pt", "*.tmp")  # file name patterns
 UPLOAD_IGNORE_DIRS = ("base_model", "__pycache__")  # top-level folders (a preset run keeps its base weights there)
@@ -83,7 +83,7 @@ def model_card(folder: Path, repo_id: str) -> str:
         "## Use",
         "",
         "```python",
-        "from prismatic.models.checkpoints import load_policy",
+        "from prismatic.policy.checkpoints import load_policy",
         f'policy = load_policy("{repo_id}")  # model, processor, action head, proprio projector, statistics',
         "```",
         "",

@@ -5,7 +5,7 @@
   Built from scratch: it has no pretrained weights.
 * ``small``: the same at a size where, as at 7B, the LLM dominates the compute; for CPU latency benchmarks.
 * ``openvla-7b-oft``: the released 7B configuration (OpenVLA-OFT and LightVLA checkpoints share it key for key).
-  Its tokenizer and weights come from a checkpoint folder (see ``prismatic.models.checkpoints``).
+  Its tokenizer and weights come from a checkpoint folder (see ``prismatic.policy.checkpoints``).
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def get_preset(name: str) -> Preset:
 def make_config(name: str, **overrides: Any) -> OpenVLAConfig:
     preset = get_preset(name)
     if preset.offline_tokenizer:
-        from prismatic.models.tiny_tokenizer import tiny_empty_token_id
+        from prismatic.policy.tiny_tokenizer import tiny_empty_token_id
 
         overrides.setdefault("empty_token_id", tiny_empty_token_id())
     return OpenVLAConfig(**{**preset.config, **overrides})
@@ -129,7 +129,7 @@ def make_config(name: str, **overrides: Any) -> OpenVLAConfig:
 def make_processor(name: str):
     """The preset's processor; only presets with an offline tokenizer can build one without a checkpoint."""
     from prismatic.extern.hf.processing_prismatic import PrismaticImageProcessor, PrismaticProcessor
-    from prismatic.models.tiny_tokenizer import build_tiny_tokenizer
+    from prismatic.policy.tiny_tokenizer import build_tiny_tokenizer
 
     preset = get_preset(name)
     if not preset.offline_tokenizer:
@@ -163,7 +163,7 @@ def make_policy(name: str, norm_stats: dict[str, Any] | None = None, use_proprio
     import torch
 
     from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-    from prismatic.models.checkpoints import Policy
+    from prismatic.policy.checkpoints import Policy
 
     torch.manual_seed(seed)
     processor = make_processor(name)

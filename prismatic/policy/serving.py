@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prismatic.models.checkpoints import Policy
+from prismatic.policy.checkpoints import Policy
 
 log = logging.getLogger("lightvla.serving")
 
@@ -130,7 +130,7 @@ def parse_request(payload, state: ServerState) -> tuple[list[dict], list[str], s
 # --- inference -----------------------------------------------------------------------------------------------------
 def act(state: ServerState, observations: list[dict], instructions: list[str]) -> np.ndarray:
     """(B, chunk, action_dim) float32 actions for one batch (called from the batcher's thread only)."""
-    from prismatic.vla.inference import predict_action_chunk
+    from prismatic.policy.inference import predict_action_chunk
 
     actions, _ = predict_action_chunk(state.policy, observations, instructions, state.unnorm_key, state.center_crop)
     state.served += len(observations)
