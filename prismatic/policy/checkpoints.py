@@ -104,6 +104,45 @@ def load_proprio_projector(path: Path) -> ProprioProjector:
     return projector
 
 
+def load_heads(
+    folder: Path, num_actions_chunk: int, use_proprio: bool
+) -> tuple[L1RegressionActionHead, ProprioProjector | None]:
+    """The action head and (with ``use_proprio``) the proprio projector saved in a checkpoint folder, fp32 on the CPU
+    whatever the model's dtype (``prismatic.precision``)."""
+    head_file = find_checkpoint_file(folder, "action_head")
+    if head_file is None:
+        raise CheckpointError(f"{folder} has no action_head--*_checkpoint.pt; the L1 regression head is required")
+    proprio = None
+    if use_proprio:
+        proprio_file = find_checkpoint_file(folder, "proprio_projector")
+        if proprio_file is None:
+            raise CheckpointError(
+                f"{folder} has no proprio_projector--*_checkpoint.pt; a policy trained without proprio loads with "
+                "use_proprio=False (--use_proprio False)"
+            )
+        proprio = load_proprio_projector(proprio_file)
+    return load_action_head(head_file, num_actions_chunk), proprio
+
+
+def require_model_folder(folder: Path) -> Path:
+    if not (folder / "config.json").exists():
+        raise CheckpointError(
+            f"{folder} has no config.json: it is not a model checkpoint folder; pass one written by save_policy, "
+            "a released checkpoint or a Hub id"
+        )
+    return folder
+
+
+def load_model_folder(
+    folder: Path, dtype: torch.dtype, num_images_in_input: int | None = None, **config_overrides: Any
+) -> tuple[OpenVLAForActionPrediction, PrismaticProcessor]:
+    """The VLA (weights in ``dtype``, config fields overridden for this load) and processor of a checkpoint folder."""
+    vla = OpenVLAForActionPrediction.from_pretrained(require_model_folder(folder), dtype=dtype, **config_overrides)
+    if num_images_in_input is not None:
+        vla.set_num_images_in_input(num_images_in_input)
+    return vla, PrismaticProcessor.from_pretrained(folder)
+
+
 def load_dataset_statistics(folder: Path) -> dict[str, Any] | None:
     path = folder / DATASET_STATISTICS
     if not path.exists():
@@ -187,34 +226,17 @@ def load_policy(
     elsewhere); the action head and proprio projector stay fp32.
     """
     register_auto_classes()
-    folder = resolve_checkpoint(path_or_id)
-    if not (folder / "config.json").exists():
-        raise CheckpointError(f"{folder} has no config.json; pass a checkpoint folder written by save_policy or the Hub")
+    folder = require_model_folder(resolve_checkpoint(path_or_id))
     settings, source = pruning_settings(folder, str(path_or_id), config_overrides)
-    config_overrides = {**config_overrides, **settings}
     precision = resolve_precision(precision, device)
-    vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=precision.frozen_dtype, **config_overrides)
+    vla, processor = load_model_folder(
+        folder, precision.frozen_dtype, num_images_in_input, **{**config_overrides, **settings}
+    )
     vla = prepare_for_inference(vla, precision).to(device).eval()
-    if num_images_in_input is not None:
-        vla.set_num_images_in_input(num_images_in_input)
     stats = load_dataset_statistics(folder)
     if stats is not None:  # the run's statistics take precedence over the (possibly stale) config copy
         vla.norm_stats = vla.config.norm_stats = stats
-
-    head_file = find_checkpoint_file(folder, "action_head")
-    if head_file is None:
-        raise CheckpointError(f"{folder} has no action_head--*_checkpoint.pt; the L1 regression head is required")
-    head = load_action_head(head_file, vla.action_space.num_actions_chunk)
-    proprio = None
-    if use_proprio:
-        proprio_file = find_checkpoint_file(folder, "proprio_projector")
-        if proprio_file is None:
-            raise CheckpointError(
-                f"{folder} has no proprio_projector--*_checkpoint.pt; pass use_proprio=False for a policy trained "
-                "without proprio"
-            )
-        proprio = load_proprio_projector(proprio_file).to(device).eval()
-    processor = PrismaticProcessor.from_pretrained(folder)
+    head, proprio = load_heads(folder, vla.action_space.num_actions_chunk, use_proprio)
     size = vla.vision_backbone.image_size
     pruning = "off (OpenVLA-OFT)"
     if settings["prune_visual_tokens"]:
@@ -227,6 +249,7 @@ def load_policy(
         f"crop unless disabled); {precision} (LLM {vla.language_model.dtype}; vision, projector, pruner scores and "
         "heads float32)"
     )
+    proprio = None if proprio is None else proprio.to(device).eval()
     return Policy(vla, processor, head.to(device).eval(), proprio, folder)
 
 

@@ -16,9 +16,7 @@ import torch
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
 from prismatic.policy.checkpoints import (
     CheckpointError,
-    find_checkpoint_file,
-    load_action_head,
-    load_proprio_projector,
+    load_heads,
     save_policy,
 )
 from prismatic.training.config import FinetuneConfig
@@ -135,9 +133,7 @@ def save_checkpoint(
     return folder
 
 
-def restore_checkpoint(
-    folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig, d: Dist
-) -> int:
+def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig, d: Dist) -> int:
     """Load adapter (or full weights), heads, optimizer, scheduler and RNG; returns the step to continue from."""
     state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
     if cfg.use_lora:
@@ -148,12 +144,10 @@ def restore_checkpoint(
     else:
         loaded = OpenVLAForActionPrediction.from_pretrained(folder, dtype=next(policy.vla.parameters()).dtype)
         policy.vla.load_state_dict(loaded.state_dict())
-    head = load_action_head(
-        find_checkpoint_file(folder, "action_head"), base_vla(policy.vla).action_space.num_actions_chunk
-    )
+    use_proprio = policy.proprio_projector is not None
+    head, projector = load_heads(folder, base_vla(policy.vla).action_space.num_actions_chunk, use_proprio)
     policy.action_head.load_state_dict(head.state_dict())
-    if policy.proprio_projector is not None:
-        projector = load_proprio_projector(find_checkpoint_file(folder, "proprio_projector"))
+    if use_proprio:
         policy.proprio_projector.load_state_dict(projector.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

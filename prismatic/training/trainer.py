@@ -18,13 +18,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from prismatic.extern.hf.modeling_prismatic import OpenVLAForActionPrediction
-from prismatic.extern.hf.processing_prismatic import PrismaticProcessor
 from prismatic.policy.checkpoints import (
     CheckpointError,
     find_checkpoint_file,
-    load_action_head,
     load_component_state_dict,
-    load_proprio_projector,
+    load_heads,
+    load_model_folder,
+    require_model_folder,
     resolve_checkpoint,
     save_policy,
 )
@@ -58,30 +58,15 @@ def load_model(cfg: FinetuneConfig, precision: Precision):
         head_hidden = get_preset(cfg.vla_path).head_hidden_dim
     else:
         try:
-            folder = resolve_checkpoint(cfg.vla_path)
+            folder = require_model_folder(resolve_checkpoint(cfg.vla_path))
         except CheckpointError as err:
             raise CheckpointError(f"--vla_path: {err}. Presets: {', '.join(PRESETS)}.") from None
-        if not (folder / "config.json").exists():
-            raise CheckpointError(f"--vla_path {folder} has no config.json: it is not a model checkpoint folder.")
-        vla = OpenVLAForActionPrediction.from_pretrained(folder, dtype=dtype, **overrides)
-        vla.set_num_images_in_input(cfg.num_images_in_input)
-        vla.config.num_images_in_input = cfg.num_images_in_input
-        processor = PrismaticProcessor.from_pretrained(folder)
-        if cfg.reuse_heads:
-            return vla, processor, *saved_heads(folder, vla, cfg.use_proprio)
+        vla, processor = load_model_folder(folder, dtype, cfg.num_images_in_input, **overrides)
+        if cfg.reuse_heads:  # --reuse_heads: continue the checkpoint's heads
+            return vla, processor, *load_heads(folder, vla.action_space.num_actions_chunk, cfg.use_proprio)
         head_hidden = saved_head_width(folder)
     head, proprio = make_heads(vla.config, head_hidden, use_proprio=cfg.use_proprio)
     return vla, processor, head, proprio
-
-
-def saved_heads(folder: Path, vla: OpenVLAForActionPrediction, use_proprio: bool):
-    """(action head, proprio projector or None) as saved in a checkpoint folder, to continue training them."""
-    head_file = find_checkpoint_file(folder, "action_head")
-    proprio_file = find_checkpoint_file(folder, "proprio_projector") if use_proprio else None
-    if head_file is None or (use_proprio and proprio_file is None):
-        raise CheckpointError(f"--reuse_heads: {folder} lacks the action head or proprio projector to continue from")
-    head = load_action_head(head_file, vla.action_space.num_actions_chunk)  # fp32, whatever the VLA's dtype
-    return head, (load_proprio_projector(proprio_file) if use_proprio else None)
 
 
 def saved_head_width(folder: Path) -> int | None:
