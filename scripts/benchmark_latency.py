@@ -24,10 +24,10 @@ from typing import List, Optional
 import draccus
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from prismatic.models.pruning_baselines import make_pruner, set_visual_token_pruner
 from prismatic.plotting import pyplot, save_figure
+from prismatic.policy.efficiency import Clock, measure_predict
 from prismatic.policy.inference import policy_inputs
 from prismatic.policy.presets import make_policy
 from prismatic.precision import prepare_for_inference, resolve_precision
@@ -85,28 +85,6 @@ def observations(batch: int, seed: int) -> tuple[list[dict], list[str]]:
     return obs, [TASKS[i % len(TASKS)] for i in range(batch)]
 
 
-class Clock:
-    """Elapsed milliseconds: CUDA events on a GPU (asynchronous kernels), perf_counter on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def start(self):
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def stop(self, start) -> float:
-        if self.cuda:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end)
-        return (time.perf_counter() - start) * 1e3
-
-
 def time_pruner_calls(pruner: torch.nn.Module, clock: Clock) -> list[float]:
     """Milliseconds of every later call of ``pruner`` (forward hooks around the module call)."""
     times: list[float] = []
@@ -121,24 +99,12 @@ def measure(policy, pruner, inputs: dict, cfg: LatencyConfig, clock: Clock) -> d
     vla = policy.vla
     set_visual_token_pruner(vla, pruner)
     pruner_times = time_pruner_calls(pruner, clock)
-    with FlopCounterMode(display=False) as counter:
-        vla.predict_action(**inputs)
+    cost = measure_predict(vla, [inputs], cfg.repeats, cfg.warmup, clock)
+    pruner_times = pruner_times[(1 + cfg.warmup) :]  # the timed calls only
     stats = vla.pruner.last_stats if getattr(pruner, "enabled", True) else None
-    for _ in range(cfg.warmup):
-        vla.predict_action(**inputs)
-    pruner_times.clear()
-    latencies = []
-    for _ in range(cfg.repeats):
-        start = clock.start()
-        vla.predict_action(**inputs)
-        latencies.append(clock.stop(start))
-    deciles = statistics.quantiles(latencies, n=10) if len(latencies) > 1 else latencies * 9
     return {
         "kept_tokens": float(stats.kept_counts.float().mean()) if stats is not None else float(vla.get_num_patches()),
-        "gflops": counter.get_total_flops() / 1e9,
-        "median_ms": statistics.median(latencies),
-        "p10_ms": deciles[0],
-        "p90_ms": deciles[-1],
+        **cost,
         "pruner_ms": statistics.median(pruner_times) if pruner_times else 0.0,
     }
 

@@ -69,9 +69,10 @@ def random_policy_folder(root: Path) -> Path:
 
 
 def query_ms(cfg: SimulationBenchmarkConfig, folder: Path) -> float:
-    from experiments.robot.libero.run_libero_eval import GenerateConfig, VLAPolicy
+    from experiments.robot.libero.eval_config import EvalConfig
+    from experiments.robot.libero.eval_workers import VLAPolicy
 
-    policy = VLAPolicy(GenerateConfig(pretrained_checkpoint=str(folder), unnorm_key="libero_object_no_noops"))
+    policy = VLAPolicy(EvalConfig(pretrained_checkpoint=str(folder), unnorm_key="libero_object_no_noops"))
     rng = np.random.default_rng(0)
     image = lambda: rng.integers(0, 256, (cfg.resolution, cfg.resolution, 3), dtype=np.uint8)  # noqa: E731
     observation = {"full_image": image(), "wrist_image": image(), "state": np.zeros(8)}
@@ -84,9 +85,10 @@ def query_ms(cfg: SimulationBenchmarkConfig, folder: Path) -> float:
 
 
 def episodes_per_second(cfg: SimulationBenchmarkConfig, folder: Path, workers: int, placement: str, log_dir: Path) -> float:
-    from experiments.robot.libero.run_libero_eval import GenerateConfig, evaluate
+    from experiments.robot.libero.eval_config import EvalConfig
+    from experiments.robot.libero.run_libero_eval import evaluate
 
-    eval_cfg = GenerateConfig(
+    eval_cfg = EvalConfig(
         pretrained_checkpoint=str(folder), task_suite_name=cfg.task_suite_name, task_ids=[cfg.task_id],
         num_trials_per_task=cfg.episodes, max_steps=cfg.episode_steps, env_img_res=cfg.resolution,
         num_open_loop_steps=1, num_workers=workers, policy_placement=placement,

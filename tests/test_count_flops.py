@@ -1,15 +1,9 @@
-"""scripts/count_flops.py against a hand count, and its 7B figure (meta device, no weights)."""
-
-import importlib.util
-from pathlib import Path
+"""FLOPs per component (prismatic/policy/efficiency.py, behind scripts/count_flops.py) against a hand count, and its
+7B figure (meta device, no weights)."""
 
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "count_flops", Path(__file__).resolve().parents[1] / "scripts" / "count_flops.py"
-)
-count_flops = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(count_flops)
+from prismatic.policy.efficiency import FlopsSetup, component_flops
 
 
 def llm_by_hand(layers: int, dim: int, intermediate: int, seq: int) -> int:
@@ -19,8 +13,8 @@ def llm_by_hand(layers: int, dim: int, intermediate: int, seq: int) -> int:
 
 @pytest.mark.parametrize("kept", [None, 40])
 def test_llm_flops_match_the_hand_count(kept):
-    cfg = count_flops.FlopsConfig(preset="tiny", prompt_tokens=20)
-    result = count_flops.count(cfg, kept)
+    cfg = FlopsSetup(preset="tiny", prompt_tokens=20)
+    result = component_flops(cfg, kept)
     # tiny preset: 4 layers, width 128, MLP 344, 4 heads with full key/value heads
     assert result["llm"] == llm_by_hand(4, 128, 344, result["llm_sequence_length"])
     expected_len = 1 + (512 if kept is None else kept) + 1 + (20 - 1) + 56 + 1
@@ -30,8 +24,8 @@ def test_llm_flops_match_the_hand_count(kept):
 
 
 def test_released_7b_configuration():
-    cfg = count_flops.FlopsConfig(preset="openvla-7b-oft")
-    unpruned, pruned = count_flops.count(cfg, None), count_flops.count(cfg, 78)
+    cfg = FlopsSetup(preset="openvla-7b-oft")
+    unpruned, pruned = component_flops(cfg, None), component_flops(cfg, 78)
     assert unpruned["total"] / 1e12 == pytest.approx(8.8, abs=0.1)  # the paper's figure for OpenVLA-OFT
     assert pruned["vision_backbone"] == unpruned["vision_backbone"]  # pruning happens after the vision encoder
     assert pruned["llm_sequence_length"] == unpruned["llm_sequence_length"] - (512 - 78)
@@ -39,8 +33,8 @@ def test_released_7b_configuration():
 
 
 def test_fastv_flops_count_the_full_layers_and_its_attention_recompute():
-    cfg = count_flops.FlopsConfig(preset="tiny", prompt_tokens=20, pruner="fastv", fastv_layer=1)
-    result = count_flops.count(cfg, 40)
+    cfg = FlopsSetup(preset="tiny", prompt_tokens=20, pruner="fastv", fastv_layer=1)
+    result = component_flops(cfg, 40)
     full = 1 + 512 + 1 + (20 - 1) + 56 + 1
     short = full - 512 + 40
     task = full - 1 - 512  # FastV's queries: the tokens after the patches
@@ -52,4 +46,4 @@ def test_fastv_flops_count_the_full_layers_and_its_attention_recompute():
 
 def test_unknown_pruner_is_refused():
     with pytest.raises(ValueError, match="--pruner must be one of"):
-        count_flops.FlopsConfig(pruner="sparsevlm")
+        FlopsSetup(pruner="sparsevlm")

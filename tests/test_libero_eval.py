@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import UNNORM_KEY
 
+from experiments.robot.libero import eval_workers as workers
 from experiments.robot.libero import run_libero_eval as ev
 from experiments.robot.libero.episodes import invert_gripper_action, normalize_gripper_action
 
@@ -117,9 +118,9 @@ def test_the_policy_gets_the_cores_the_simulators_leave(monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    with ev.policy_threads_beside(2):
+    with workers.policy_threads_beside(2):
         assert torch.get_num_threads() == 2
-    with ev.policy_threads_beside(4):
+    with workers.policy_threads_beside(4):
         assert torch.get_num_threads() == 1  # never none
     assert torch.get_num_threads() == before
 
@@ -130,13 +131,15 @@ def test_two_workers_match_the_sequential_run(tmp_path, checkpoint, monkeypatch,
     """With a policy in each worker (one thread each) or one shared policy answering both workers in batches."""
     common = dict(task_ids=[0, 1], num_trials_per_task=1, max_steps=12, save_pruning_picture=False)
     simulators = 2 if placement == "shared" else len(os.sched_getaffinity(0))  # -> the policy's threads, below
-    with ev.policy_threads_beside(simulators):  # the policy's float sums in the same order as in the parallel run
+    with workers.policy_threads_beside(simulators):  # the policy's float sums in the same order as in the parallel run
         sequential = ev.evaluate(eval_config(tmp_path / "seq", checkpoint, **common))
-    threads, real = [], ev.policy_threads_beside
-    monkeypatch.setattr(ev, "policy_threads_beside", lambda n: threads.append(n) or real(n))
-    loads, real_policy = [], ev.VLAPolicy
-    monkeypatch.setattr(ev, "VLAPolicy", lambda cfg: loads.append(cfg) or real_policy(cfg))
-    parallel = ev.evaluate(eval_config(tmp_path / "par", checkpoint, num_workers=2, policy_placement=placement, **common))
+    threads, real = [], workers.policy_threads_beside
+    monkeypatch.setattr(workers, "policy_threads_beside", lambda n: threads.append(n) or real(n))
+    loads, real_policy = [], workers.VLAPolicy
+    monkeypatch.setattr(workers, "VLAPolicy", lambda cfg: loads.append(cfg) or real_policy(cfg))
+    parallel = ev.evaluate(
+        eval_config(tmp_path / "par", checkpoint, num_workers=2, policy_placement=placement, **common)
+    )
     assert threads == [2]  # the parallel harness sizes the shared policy's threads to what the simulators leave
     assert len(loads) == (placement == "shared")  # with a policy per worker, this process loads none
     key = lambda r: (r["task_id"], r["trial"])  # noqa: E731
@@ -175,7 +178,7 @@ def test_bad_input_is_explained(tmp_path, checkpoint, processor):
     with pytest.raises(ValueError, match="pretrained_checkpoint is required"):
         ev.GenerateConfig(pretrained_checkpoint="")
     with pytest.raises(ValueError, match="libero_spatial"):
-        ev.VLAPolicy(eval_config(tmp_path, checkpoint, task_suite_name="libero_spatial"))  # no such statistics
+        workers.VLAPolicy(eval_config(tmp_path, checkpoint, task_suite_name="libero_spatial"))  # no such statistics
     import shutil
 
     bare = tmp_path / "no-stats"
@@ -185,11 +188,11 @@ def test_bad_input_is_explained(tmp_path, checkpoint, processor):
     config["norm_stats"] = None
     (bare / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="no dataset statistics"):
-        ev.VLAPolicy(eval_config(tmp_path, bare))
+        workers.VLAPolicy(eval_config(tmp_path, bare))
 
 
 def test_unnorm_key_defaults_to_the_suite_with_no_noops(tmp_path, checkpoint):
-    assert ev.VLAPolicy(eval_config(tmp_path, checkpoint)).unnorm_key == UNNORM_KEY
+    assert workers.VLAPolicy(eval_config(tmp_path, checkpoint)).unnorm_key == UNNORM_KEY
 
 
 @pytest.mark.slow
@@ -218,5 +221,5 @@ def test_count_weighting_flag_reaches_the_policy_and_gets_its_own_results_file(t
     plain = eval_config(tmp_path, checkpoint)
     counted = eval_config(tmp_path, checkpoint, pruner_eval_duplicates="count")
     assert counted.results_path != plain.results_path and counted.results_path.name.endswith("--duplicates-count.jsonl")
-    assert ev.VLAPolicy(counted).policy.vla.pruner.eval_duplicates == "count"
-    assert ev.VLAPolicy(plain).policy.vla.pruner.eval_duplicates == "once"  # as the checkpoint says
+    assert workers.VLAPolicy(counted).policy.vla.pruner.eval_duplicates == "count"
+    assert workers.VLAPolicy(plain).policy.vla.pruner.eval_duplicates == "once"  # as the checkpoint says

@@ -22,7 +22,7 @@ from prismatic.policy.checkpoints import load_policy, save_policy
 from prismatic.policy.inference import load_inference_policy, predict_action_chunk
 from prismatic.precision import prepare_for_inference, resolve_precision
 from prismatic.training import run_state
-from prismatic.training.distributed import Dist, gradient_sync
+from prismatic.training.distributed import TrainingProcess, gradient_sync
 from prismatic.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,10 +132,10 @@ def test_gpu_random_state_travels_with_the_checkpoint(monkeypatch):
     gpu = torch.device("cuda", 1)
     saved = [run_state.rng_state(torch.device("cuda", 0)), run_state.rng_state(gpu)]  # as gathered from 2 ranks
     assert [s["cuda"].tolist() for s in saved] == [[7, 0], [7, 1]]
-    run_state.restore_rng(saved, Dist(rank=1, world_size=2, device=gpu), seed=7, step=3)
+    run_state.restore_rng(saved, TrainingProcess(rank=1, world_size=2, device=gpu), seed=7, step=3)
     assert calls == [([7, 1], gpu)]  # rank 1 continues its own stream
     with pytest.raises(Exception, match="without GPU random state"):
-        run_state.restore_rng([run_state.rng_state(torch.device("cpu"))], Dist(device=gpu), seed=7, step=3)
+        run_state.restore_rng([run_state.rng_state(torch.device("cpu"))], TrainingProcess(device=gpu), seed=7, step=3)
 
 
 def test_each_rank_draws_its_own_noise_and_a_changed_world_size_says_so(capsys):
@@ -145,7 +145,7 @@ def test_each_rank_draws_its_own_noise_and_a_changed_world_size_says_so(capsys):
         draws.append(torch.rand(4))
     assert not torch.equal(draws[0], draws[1])
     saved = [run_state.rng_state(torch.device("cpu"))]
-    run_state.restore_rng(saved, Dist(rank=0, world_size=2), seed=7, step=3)
+    run_state.restore_rng(saved, TrainingProcess(rank=0, world_size=2), seed=7, step=3)
     assert "not bit-identical" in capsys.readouterr().out
 
 
@@ -187,9 +187,9 @@ def test_collectives_wait_as_long_as_configured(monkeypatch):
     env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    d = init_distributed(timeout_minutes=90)
+    process = init_distributed(timeout_minutes=90)
     try:
-        backend = dist.distributed_c10d._get_default_group()._get_backend(d.device)
+        backend = dist.distributed_c10d._get_default_group()._get_backend(process.device)
         assert backend.options._timeout.total_seconds() == 90 * 60
     finally:
         dist.destroy_process_group()
@@ -206,7 +206,7 @@ def test_persistent_workers_keep_their_state_and_follow_the_epoch(data_root, tmp
     dataset = LiberoDataset(data_root, UNNORM_KEY, processor, config, 2, True, image_aug=True, seed=3)
     collate = PaddedCollatorForActionPrediction(2048, config.pad_token_id)
     cfg = finetune_config(data_root, tmp_path, num_workers=1, batch_size=16)
-    loader, sampler = make_loader(cfg, dataset, collate, Dist())
+    loader, sampler = make_loader(cfg, dataset, collate, TrainingProcess())
     stream = batches(loader, sampler, dataset, start=0)
     per_epoch = len(loader)
     got = [next(stream)["pixel_values"] for _ in range(2 * per_epoch)]
@@ -308,7 +308,11 @@ def libero_observations():
     return observations
 
 
-INSTRUCTIONS = ("put the black bowl on the plate", "pick up the alphabet soup and place it in the basket", "open the drawer")
+INSTRUCTIONS = (
+    "put the black bowl on the plate",
+    "pick up the alphabet soup and place it in the basket",
+    "open the drawer",
+)
 
 
 def test_bf16_inference_keeps_what_fp32_keeps(bf16_weights_checkpoint):
@@ -317,8 +321,13 @@ def test_bf16_inference_keeps_what_fp32_keeps(bf16_weights_checkpoint):
     the LLM's bf16 rounding: <= 5% of the chunk's largest action (measured 2.1%; with bf16 vision 43%)."""
     fp32 = load_inference_policy(str(bf16_weights_checkpoint), precision="fp32")
     bf16 = load_inference_policy(str(bf16_weights_checkpoint), precision="bf16")
-    assert bf16.vla.language_model.dtype == torch.bfloat16 and bf16.vla.vision_backbone.featurizer.cls_token.dtype == torch.float32
-    assert {p.dtype for p in itertools.chain(bf16.action_head.parameters(), bf16.proprio_projector.parameters())} == {torch.float32}
+    assert (
+        bf16.vla.language_model.dtype == torch.bfloat16
+        and bf16.vla.vision_backbone.featurizer.cls_token.dtype == torch.float32
+    )
+    assert {p.dtype for p in itertools.chain(bf16.action_head.parameters(), bf16.proprio_projector.parameters())} == {
+        torch.float32
+    }
     overlaps, errors = [], []
     for observation, instruction in itertools.product(libero_observations(), INSTRUCTIONS):
         a32, s32 = predict_action_chunk(fp32, [observation], [instruction], UNNORM_KEY)
@@ -332,16 +341,17 @@ def test_bf16_inference_keeps_what_fp32_keeps(bf16_weights_checkpoint):
 
 def test_bf16_evaluation_policy(tiny_checkpoint):
     """The evaluation harness's policy (what run_libero_eval.py queries every step) in bf16."""
-    from experiments.robot.libero.run_libero_eval import GenerateConfig, VLAPolicy
+    from experiments.robot.libero.eval_config import EvalConfig
+    from experiments.robot.libero.eval_workers import VLAPolicy
 
-    cfg = GenerateConfig(pretrained_checkpoint=str(tiny_checkpoint), precision="bf16", unnorm_key=UNNORM_KEY)
+    cfg = EvalConfig(pretrained_checkpoint=str(tiny_checkpoint), precision="bf16", unnorm_key=UNNORM_KEY)
     policy = VLAPolicy(cfg)
     assert policy.policy.vla.language_model.dtype == torch.bfloat16
     observation = libero_observations()[0]
-    (actions, info), = policy.batch([observation], [INSTRUCTIONS[0]])
+    ((actions, info),) = policy.batch([observation], [INSTRUCTIONS[0]])
     assert actions.shape == (8, 7) and np.isfinite(actions).all() and info["kept_tokens"] > 0
     with pytest.raises(ValueError, match="--precision must be one of"):
-        GenerateConfig(pretrained_checkpoint=str(tiny_checkpoint), precision="half")
+        EvalConfig(pretrained_checkpoint=str(tiny_checkpoint), precision="half")
 
 
 def test_server_answers_in_bf16(tiny_checkpoint):

@@ -127,9 +127,9 @@ def test_rlds_folder_to_demos_and_through_the_converter(tmp_path):
     assert stored[0, 12:].mean() > stored[0, :4].mean() + 50  # kept as rendered: the bright half is at the bottom
     np.testing.assert_allclose(stored[:, ::-1, ::-1].astype(int), truth["image"].astype(int), atol=6)
 
-    from experiments.robot.libero.convert_rlds_to_hdf5 import ConvertConfig, main
+    from experiments.robot.libero.convert_rlds_to_hdf5 import RldsToHdf5Config, main
 
-    counts = main.__wrapped__(ConvertConfig(rlds_dir=shard_dir, out_dir=tmp_path / "hdf5" / "libero_object_no_noops"))
+    counts = main.__wrapped__(RldsToHdf5Config(rlds_dir=shard_dir, out_dir=tmp_path / "hdf5" / "libero_object_no_noops"))
     assert counts == {"pick up the soup": 2, "pick up the milk": 1}
     from prismatic.policy.presets import make_config, make_processor
     from prismatic.vla.datasets.datasets import LiberoDataset

@@ -167,16 +167,16 @@ def test_fast_rendering_leaves_the_physics_bit_identical(tmp_path, monkeypatch):
 def test_checkpoints_record_their_render_quality_and_evaluation_follows_it(tmp_path, capsys, tiny_checkpoint):
     import shutil
 
-    from experiments.robot.libero.run_libero_eval import GenerateConfig, resolve_render_quality
+    from experiments.robot.libero.eval_config import EvalConfig, resolve_render_quality
 
     folder = shutil.copytree(tiny_checkpoint, tmp_path / "ours")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "render_quality": "fast"}))
-    make = lambda q: GenerateConfig(pretrained_checkpoint=str(folder), render_quality=q)  # noqa: E731
+    make = lambda q: EvalConfig(pretrained_checkpoint=str(folder), render_quality=q)  # noqa: E731
     assert resolve_render_quality(make("auto")) == "fast"
     assert resolve_render_quality(make("full")) == "full"
     assert "trained on 'fast' renders" in capsys.readouterr().out
-    assert resolve_render_quality(GenerateConfig(pretrained_checkpoint=str(tiny_checkpoint))) == "full"  # released
+    assert resolve_render_quality(EvalConfig(pretrained_checkpoint=str(tiny_checkpoint))) == "full"  # released
 
 
 def test_training_records_the_datasets_render_quality(data_root, tmp_path):

@@ -28,7 +28,7 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "mo
 
 
 @dataclass
-class ConvertConfig:
+class MergeLoraConfig:
     base_checkpoint: str = ""  # folder or Hub id of the model LoRA was trained on
     lora_finetuned_checkpoint_dir: Path = Path("")  # checkpoint folder with lora_adapter/
     precision: str = "auto"  # merged weights in bf16 | fp32 | auto (bf16 on a GPU, fp32 on the CPU)
@@ -64,7 +64,7 @@ def merge(base_checkpoint: str, checkpoint_dir: Path, device: str = "cpu", preci
 
 
 @draccus.wrap()
-def main(cfg: ConvertConfig) -> None:
+def main(cfg: MergeLoraConfig) -> None:
     start = time.perf_counter()
     folder = merge(
         cfg.base_checkpoint, cfg.lora_finetuned_checkpoint_dir, "cuda" if torch.cuda.is_available() else "cpu",

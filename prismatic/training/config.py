@@ -94,7 +94,9 @@ class FinetuneConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.pruner_noise_schedule not in NOISE_SCHEDULES:
-            raise ValueError(f"--pruner_noise_schedule must be one of {NOISE_SCHEDULES}, got {self.pruner_noise_schedule!r}")
+            raise ValueError(
+                f"--pruner_noise_schedule must be one of {NOISE_SCHEDULES}, got {self.pruner_noise_schedule!r}"
+            )
         if self.use_val_set:
             raise ValueError("--use_val_set: LIBERO HDF5 datasets have no validation split; train without it.")
 

@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from prismatic.training.config import FinetuneConfig
-from prismatic.training.distributed import Dist
+from prismatic.training.distributed import TrainingProcess
 from prismatic.vla.datasets.datasets import DatasetError
 
 
@@ -24,18 +24,20 @@ class EpochTaggedSampler(Sampler):
         return len(self.sampler)
 
 
-def make_loader(cfg: FinetuneConfig, dataset, collate, d: Dist) -> tuple[DataLoader, DistributedSampler]:
+def make_loader(
+    cfg: FinetuneConfig, dataset, collate, process: TrainingProcess
+) -> tuple[DataLoader, DistributedSampler]:
     sampler = DistributedSampler(
-        dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        dataset, num_replicas=process.world_size, rank=process.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     if len(sampler) < cfg.batch_size:
         raise DatasetError(
-            f"--batch_size {cfg.batch_size} is larger than the {len(sampler)} samples each of the {d.world_size} "
+            f"--batch_size {cfg.batch_size} is larger than the {len(sampler)} samples each of the {process.world_size} "
             f"process(es) gets from {cfg.dataset_name} ({len(dataset)} in all): lower --batch_size or add data."
         )
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=EpochTaggedSampler(sampler), num_workers=cfg.num_workers,
-        collate_fn=collate, drop_last=True, pin_memory=d.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        collate_fn=collate, drop_last=True, pin_memory=process.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
         generator=_loader_generator(cfg.seed),
     )  # fmt: skip
     return loader, sampler

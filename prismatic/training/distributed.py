@@ -13,7 +13,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
-class Dist:
+class TrainingProcess:
+    """This process's place among the training processes (one without torchrun)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -28,7 +30,7 @@ class Dist:
             dist.barrier()
 
 
-def init_distributed(timeout_minutes: int = 60) -> Dist:
+def init_distributed(timeout_minutes: int = 60) -> TrainingProcess:
     """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*) -> process group; plain python: one process.
 
     Collectives wait up to ``timeout_minutes``: the other ranks sit in a barrier while rank 0 writes a checkpoint
@@ -36,27 +38,27 @@ def init_distributed(timeout_minutes: int = 60) -> Dist:
     """
     cuda = torch.cuda.is_available()
     if "RANK" not in os.environ:
-        return Dist(device=torch.device("cuda", 0) if cuda else torch.device("cpu"))
+        return TrainingProcess(device=torch.device("cuda", 0) if cuda else torch.device("cpu"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
+    return TrainingProcess(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def check_ranks_in_sync(policy: nn.Module, d: Dist) -> None:
+def check_ranks_in_sync(policy: nn.Module, process: TrainingProcess) -> None:
     """Data parallelism must leave every rank with the same weights; say so (or fail loudly) at the end of a run."""
-    if d.world_size == 1:
+    if process.world_size == 1:
         return
-    checksum = torch.stack([p.detach().double().sum() for p in policy.parameters()]).sum().to(d.device)
-    gathered = [torch.zeros_like(checksum) for _ in range(d.world_size)]
+    checksum = torch.stack([p.detach().double().sum() for p in policy.parameters()]).sum().to(process.device)
+    gathered = [torch.zeros_like(checksum) for _ in range(process.world_size)]
     dist.all_gather(gathered, checksum)
     values = [float(v) for v in gathered]
     if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
         raise RuntimeError(f"ranks diverged: parameter checksums {values}")
-    if d.main:
-        print(f"[finetune] parameters identical on all {d.world_size} ranks (checksum {values[0]:.6f})")
+    if process.main:
+        print(f"[finetune] parameters identical on all {process.world_size} ranks (checksum {values[0]:.6f})")
 
 
 def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
@@ -67,10 +69,10 @@ def gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextMan
     return contextlib.nullcontext()
 
 
-def gather_objects(obj, d: Dist) -> list:
+def gather_objects(obj, process: TrainingProcess) -> list:
     """Every rank's ``obj``, in rank order (on every rank)."""
-    if d.world_size == 1:
+    if process.world_size == 1:
         return [obj]
-    gathered = [None] * d.world_size
+    gathered = [None] * process.world_size
     dist.all_gather_object(gathered, obj)
     return gathered

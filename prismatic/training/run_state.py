@@ -20,7 +20,7 @@ from prismatic.policy.checkpoints import (
     save_policy,
 )
 from prismatic.training.config import FinetuneConfig
-from prismatic.training.distributed import Dist
+from prismatic.training.distributed import TrainingProcess
 from prismatic.training.lora import merged_state_dict
 from prismatic.training.metrics import METRICS_FILE
 from prismatic.training.policy import TrainablePolicy, base_vla
@@ -86,19 +86,19 @@ def seed_rank(seed: int, rank: int) -> None:
     seed_everything(seed + rank)
 
 
-def restore_rng(states: list[dict] | dict, d: Dist, seed: int, step: int) -> None:
+def restore_rng(states: list[dict] | dict, process: TrainingProcess, seed: int, step: int) -> None:
     """Each rank continues its own saved stream; resumed on another number of processes, streams restart (and say so)."""
     states = states if isinstance(states, list) else [states]  # checkpoints before per-rank states held one
-    if len(states) == d.world_size:
-        set_rng_state(states[d.rank], d.device)
+    if len(states) == process.world_size:
+        set_rng_state(states[process.rank], process.device)
         return
-    if d.main:
+    if process.main:
         print(
             f"[finetune] warning: the checkpoint holds the random state of {len(states)} process(es), this run has "
-            f"{d.world_size}: random streams restart from seed {seed} + rank + step, so the resumed run is not "
+            f"{process.world_size}: random streams restart from seed {seed} + rank + step, so the resumed run is not "
             "bit-identical to an uninterrupted one"
         )
-    seed_rank(seed + step, d.rank)
+    seed_rank(seed + step, process.rank)
 
 
 def save_checkpoint(
@@ -133,7 +133,9 @@ def save_checkpoint(
     return folder
 
 
-def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig, d: Dist) -> int:
+def restore_checkpoint(
+    folder: Path, policy: TrainablePolicy, optimizer, scheduler, cfg: FinetuneConfig, process: TrainingProcess
+) -> int:
     """Load adapter (or full weights), heads, optimizer, scheduler and RNG; returns the step to continue from."""
     state = torch.load(folder / TRAINING_STATE, map_location="cpu", weights_only=False)
     if cfg.use_lora:
@@ -151,5 +153,5 @@ def restore_checkpoint(folder: Path, policy: TrainablePolicy, optimizer, schedul
         policy.proprio_projector.load_state_dict(projector.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    restore_rng(state["rng"], d, cfg.seed, int(state["step"]))
+    restore_rng(state["rng"], process, cfg.seed, int(state["step"]))
     return int(state["step"])

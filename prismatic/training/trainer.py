@@ -79,124 +79,145 @@ def saved_head_width(folder: Path) -> int | None:
 def train(cfg: FinetuneConfig, prepare_data: Callable[[FinetuneConfig], None] | None = None) -> dict:
     """Fine-tune as ``cfg`` says; ``prepare_data(cfg)``, if given, runs on the main process before anything reads the
     data (``vla-scripts/finetune.py`` passes the embedded default's demo generator)."""
-    d = init_distributed(cfg.distributed_timeout_minutes)
-    precision = resolve_precision(cfg.precision, d.device)
+    process = init_distributed(cfg.distributed_timeout_minutes)
+    precision = resolve_precision(cfg.precision, process.device)
     run_state.seed_everything(cfg.seed)  # identical initial LoRA/head weights on every rank
     run_dir = Path(cfg.run_root_dir) / cfg.run_id
-    if d.main:
+    if process.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    if d.main and prepare_data is not None:
+    if process.main and prepare_data is not None:
         prepare_data(cfg)
-    d.barrier()
+    process.barrier()
 
     vla, processor, head, proprio = load_model(cfg, precision)
-    dataset = LiberoDataset(
-        cfg.data_root_dir, cfg.dataset_name, processor, vla.config, cfg.num_images_in_input, cfg.use_proprio,
-        image_aug=cfg.image_aug, seed=cfg.seed,
-    )  # fmt: skip
-    dataset_statistics = dataset.dataset_statistics
-    vla.norm_stats = vla.config.norm_stats = dataset_statistics
-    vla.config.render_quality = dataset.render_quality  # evaluation renders as the training frames were
-    if d.main:
-        (run_dir / "dataset_statistics.json").write_text(json.dumps(dataset_statistics, indent=2))
+    dataset = open_dataset(cfg, vla, processor)
+    if process.main:
+        (run_dir / "dataset_statistics.json").write_text(json.dumps(dataset.dataset_statistics, indent=2))
         if cfg.vla_path in PRESETS and not (run_dir / "base_model").exists():
             # a preset starts from seeded random weights: keep them, the LoRA adapter is relative to them
-            save_policy(run_dir / "base_model", vla, processor, head, proprio, "base_checkpoint.pt", dataset_statistics)
+            save_policy(
+                run_dir / "base_model", vla, processor, head, proprio, "base_checkpoint.pt", dataset.dataset_statistics
+            )
     if cfg.gradient_checkpointing:
         vla.gradient_checkpointing_enable()
     if cfg.use_lora:
         vla = apply_lora(vla, cfg.lora_rank, cfg.lora_dropout)
-    policy = TrainablePolicy(vla, head, proprio, precision).to(d.device)
+    policy = TrainablePolicy(vla, head, proprio, precision).to(process.device)
     policy.train()
-    run_state.seed_rank(cfg.seed, d.rank)
+    run_state.seed_rank(cfg.seed, process.rank)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
     scheduler = make_scheduler(optimizer, cfg.lr_warmup_steps, cfg.num_steps_before_decay)
+    start_step = resume(cfg, run_dir, policy, optimizer, scheduler, process) if cfg.resume else 0
 
-    start_step = 0
-    if cfg.resume:
-        folder = run_state.find_resumable(run_dir, cfg.resume_step)
-        if folder is None:
-            raise CheckpointError(
-                f"--resume: no checkpoint{f' for step {cfg.resume_step}' if cfg.resume_step else ''} of run "
-                f"{cfg.run_id} in {cfg.run_root_dir}. Resume uses the same flags as the original run."
-            )
-        start_step = run_state.restore_checkpoint(folder, policy, optimizer, scheduler, cfg, d)
-        if d.main:
-            print(f"[finetune] resuming {folder} at step {start_step}")
-
-    model = DDP(policy, find_unused_parameters=True) if d.world_size > 1 else policy
+    model = DDP(policy, find_unused_parameters=True) if process.world_size > 1 else policy
     collate = PaddedCollatorForActionPrediction(model_max_length=2048, pad_token_id=vla.config.pad_token_id)
-    loader, sampler = make_loader(cfg, dataset, collate, d)
+    loader, sampler = make_loader(cfg, dataset, collate, process)
     stream = batches(loader, sampler, dataset, start_step * cfg.grad_accumulation_steps)
-    logger = MetricsLogger(cfg, run_dir, d.main)
+    logger = MetricsLogger(cfg, run_dir, process.main)
     pruner = base_vla(policy.vla).pruner
-    if d.main:
-        n_train = sum(p.numel() for p in trainable)
+    if process.main:
         print(
-            f"[finetune] run {cfg.run_id}: {len(dataset)} samples, {d.world_size} process(es) on {d.device.type}, "
-            f"{n_train:,} trainable parameters, precision {precision}, steps {start_step} -> {cfg.max_steps}"
+            f"[finetune] run {cfg.run_id}: {len(dataset)} samples, {process.world_size} process(es) on {process.device.type}, "
+            f"{sum(p.numel() for p in trainable):,} trainable parameters, precision {precision}, "
+            f"steps {start_step} -> {cfg.max_steps}"
         )
 
     schedule = cfg.pruner_noise_schedule if cfg.prune_visual_tokens else "none"  # logs no noise when nothing is pruned
     history, kept, start_time = [], None, time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="finetune", unit="step", disable=not d.main)
+    bar = tqdm(total=cfg.max_steps, initial=start_step, desc="finetune", unit="step", disable=not process.main)
     last_step = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
     for step in range(start_step, last_step):
         pruner.set_noise_scale(noise_scale(step, cfg.max_steps, schedule))
-        totals = {"loss": 0.0, "curr_action_l1_loss": 0.0, "next_actions_l1_loss": 0.0}
-        for micro in range(cfg.grad_accumulation_steps):
-            batch = to_device(next(stream), d.device, precision.model_dtype(cfg.use_lora))
-            with gradient_sync(model, sync=micro == cfg.grad_accumulation_steps - 1):
-                metrics = model(batch)  # under the policy's precision
-                (metrics.loss / cfg.grad_accumulation_steps).backward()
-            totals["loss"] += metrics.loss.item() / cfg.grad_accumulation_steps
-            totals["curr_action_l1_loss"] += metrics.curr_action_l1_loss / cfg.grad_accumulation_steps
-            totals["next_actions_l1_loss"] += metrics.next_actions_l1_loss / cfg.grad_accumulation_steps
-        if not math.isfinite(totals["loss"]):
-            raise FloatingPointError(f"loss became {totals['loss']} at step {step}; lower --learning_rate")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        losses, batch = train_step(model, stream, optimizer, scheduler, cfg, process.device, precision, step)
         done = step + 1
-        record = {**totals, "learning_rate": scheduler.get_last_lr()[0], "noise_scale": pruner.noise_scale or 0.0}
+        record = {**losses, "learning_rate": scheduler.get_last_lr()[0], "noise_scale": pruner.noise_scale or 0.0}
         if cfg.kept_tokens_log_freq and (done % cfg.kept_tokens_log_freq == 0 or done == 1):
-            kept = kept_visual_tokens(policy, batch)
-            record["kept_visual_tokens"] = kept
+            kept = record["kept_visual_tokens"] = kept_visual_tokens(policy, batch)
         history.append({"step": done, **record})
-        if done % cfg.tensorboard_log_freq == 0 or done == cfg.max_steps or "kept_visual_tokens" in record:
-            logger.log(done, record)
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{totals['loss']:.4f}",
-            lr=f"{record['learning_rate']:.1e}",
-            noise=f"{record['noise_scale']:.2f}",
-            kept=kept,
-        )
-        if d.main and done % cfg.log_freq == 0:
-            tqdm.write(
-                f"step {done}: loss {totals['loss']:.4f} (current {totals['curr_action_l1_loss']:.4f}, "
-                f"future {totals['next_actions_l1_loss']:.4f}), lr {record['learning_rate']:.2e}, "
-                f"noise {record['noise_scale']:.3f}, kept tokens {kept}"
-            )
+        report_step(cfg, done, record, kept, logger, bar, process.main)
         if done % cfg.save_freq == 0 or done == last_step:
-            rng = gather_objects(run_state.rng_state(d.device), d)
-            if d.main:
+            rng = gather_objects(run_state.rng_state(process.device), process)
+            if process.main:
                 folder = run_state.save_checkpoint(
-                    cfg, run_dir, done, policy, processor, optimizer, scheduler, dataset_statistics, rng
+                    cfg, run_dir, done, policy, processor, optimizer, scheduler, dataset.dataset_statistics, rng
                 )
                 tqdm.write(f"[finetune] saved {folder}")
-            d.barrier()
+            process.barrier()
     bar.close()
     logger.close()
     elapsed = time.perf_counter() - start_time
-    check_ranks_in_sync(policy, d)
-    if d.main and last_step > start_step:
+    check_ranks_in_sync(policy, process)
+    if process.main and last_step > start_step:
         steps = last_step - start_step
         print(
             f"[finetune] {steps} steps in {elapsed:.1f} s ({steps / elapsed:.2f} steps/s, "
-            f"{steps * cfg.batch_size * cfg.grad_accumulation_steps * d.world_size / elapsed:.1f} samples/s)"
+            f"{steps * cfg.batch_size * cfg.grad_accumulation_steps * process.world_size / elapsed:.1f} samples/s)"
         )
-    if d.world_size > 1:
+    if process.world_size > 1:
         dist.destroy_process_group()
     return {"run_dir": run_dir, "history": history, "policy": policy}
+
+
+def open_dataset(cfg: FinetuneConfig, vla: OpenVLAForActionPrediction, processor) -> LiberoDataset:
+    """The training data; the model records its statistics and the renderer its frames were made with (evaluation
+    renders as they were)."""
+    dataset = LiberoDataset(
+        cfg.data_root_dir, cfg.dataset_name, processor, vla.config, cfg.num_images_in_input, cfg.use_proprio,
+        image_aug=cfg.image_aug, seed=cfg.seed,
+    )  # fmt: skip
+    vla.norm_stats = vla.config.norm_stats = dataset.dataset_statistics
+    vla.config.render_quality = dataset.render_quality
+    return dataset
+
+
+def resume(cfg: FinetuneConfig, run_dir: Path, policy: TrainablePolicy, optimizer, scheduler, process) -> int:
+    """Restore the run's latest (or ``--resume_step``) checkpoint; the step to continue from."""
+    folder = run_state.find_resumable(run_dir, cfg.resume_step)
+    if folder is None:
+        raise CheckpointError(
+            f"--resume: no checkpoint{f' for step {cfg.resume_step}' if cfg.resume_step else ''} of run "
+            f"{cfg.run_id} in {cfg.run_root_dir}. Resume uses the same flags as the original run."
+        )
+    start_step = run_state.restore_checkpoint(folder, policy, optimizer, scheduler, cfg, process)
+    if process.main:
+        print(f"[finetune] resuming {folder} at step {start_step}")
+    return start_step
+
+
+def train_step(model, stream, optimizer, scheduler, cfg: FinetuneConfig, device, precision: Precision, step: int):
+    """One optimizer step over ``grad_accumulation_steps`` micro-batches: (losses averaged over them, the last
+    micro-batch). Gradients are all-reduced on the last micro-batch only."""
+    losses = {"loss": 0.0, "curr_action_l1_loss": 0.0, "next_actions_l1_loss": 0.0}
+    for micro in range(cfg.grad_accumulation_steps):
+        batch = to_device(next(stream), device, precision.model_dtype(cfg.use_lora))
+        with gradient_sync(model, sync=micro == cfg.grad_accumulation_steps - 1):
+            metrics = model(batch)  # under the policy's precision
+            (metrics.loss / cfg.grad_accumulation_steps).backward()
+        losses["loss"] += metrics.loss.item() / cfg.grad_accumulation_steps
+        losses["curr_action_l1_loss"] += metrics.curr_action_l1_loss / cfg.grad_accumulation_steps
+        losses["next_actions_l1_loss"] += metrics.next_actions_l1_loss / cfg.grad_accumulation_steps
+    if not math.isfinite(losses["loss"]):
+        raise FloatingPointError(f"loss became {losses['loss']} at step {step}; lower --learning_rate")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return losses, batch
+
+
+def report_step(cfg: FinetuneConfig, done: int, record: dict, kept, logger: MetricsLogger, bar, main: bool) -> None:
+    """Metrics file (every ``tensorboard_log_freq`` steps, the last, and when kept tokens were counted), progress
+    bar, and a printed line every ``log_freq`` steps."""
+    if done % cfg.tensorboard_log_freq == 0 or done == cfg.max_steps or "kept_visual_tokens" in record:
+        logger.log(done, record)
+    bar.update(1)
+    bar.set_postfix(
+        loss=f"{record['loss']:.4f}", lr=f"{record['learning_rate']:.1e}", noise=f"{record['noise_scale']:.2f}",
+        kept=kept,
+    )  # fmt: skip
+    if main and done % cfg.log_freq == 0:
+        tqdm.write(
+            f"step {done}: loss {record['loss']:.4f} (current {record['curr_action_l1_loss']:.4f}, "
+            f"future {record['next_actions_l1_loss']:.4f}), lr {record['learning_rate']:.2e}, "
+            f"noise {record['noise_scale']:.3f}, kept tokens {kept}"
+        )

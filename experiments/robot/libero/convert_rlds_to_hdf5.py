@@ -22,13 +22,13 @@ from prismatic.vla.datasets.rlds_tfrecord import iter_rlds_episodes
 
 
 @dataclass
-class ConvertConfig:
+class RldsToHdf5Config:
     rlds_dir: Path = Path("modified_libero_rlds/libero_object_no_noops/1.0.0")  # folder with *-train.tfrecord-*
     out_dir: Path = Path("datasets/libero/libero_object_no_noops")
 
 
 @draccus.wrap()
-def main(cfg: ConvertConfig) -> dict[str, int]:
+def main(cfg: RldsToHdf5Config) -> dict[str, int]:
     counts: dict[str, int] = {}
     with ExitStack() as stack:
         writers: dict[str, libero_hdf5.DemoFileWriter] = {}

@@ -119,3 +119,25 @@ def plot_token_statistics(records: list[dict], path: Path) -> Path:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def format_results(records: list[dict]) -> str:
+    """Success, kept visual tokens and policy latency per task, and the overall success rate."""
+    lines = [f"{'task':>4}  {'success':>9}  {'kept tokens':>11}  {'latency ms':>10}  instruction"]
+    by_task: dict[int, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r["task_id"], []).append(r)
+    for task_id, rs in sorted(by_task.items()):
+        kept = [r["kept_tokens_mean"] for r in rs if r.get("kept_tokens_mean") is not None]
+        lat = [r["latency_ms_mean"] for r in rs if r.get("latency_ms_mean") is not None]
+        wins = sum(r["success"] for r in rs)
+        kept_text = f"{np.mean(kept):.1f}" if kept else "-"  # "-": evaluated without pruning
+        latency_text = f"{np.mean(lat):.1f}" if lat else "-"
+        lines.append(f"{task_id:>4}  {wins:>4}/{len(rs):<4}  {kept_text:>11}  {latency_text:>10}  {rs[0]['task']}")
+    total, wins = len(records), sum(r["success"] for r in records)
+    errors = sum(r.get("error") is not None for r in records)
+    lines.append(
+        f"Overall success rate: {wins}/{total} = {wins / max(total, 1):.4f} ({100 * wins / max(total, 1):.1f}%)"
+        + (f", {errors} episode(s) ended in an error" if errors else "")
+    )
+    return "\n".join(lines)

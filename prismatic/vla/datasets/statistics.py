@@ -19,7 +19,7 @@ from prismatic.files import cache_root, write_text_atomic
 CACHE_DIR = cache_root()
 
 
-def summarize(values: np.ndarray) -> dict[str, list[float]]:
+def per_dimension_statistics(values: np.ndarray) -> dict[str, list[float]]:
     values = np.asarray(values, dtype=np.float64)
     return {
         "mean": values.mean(0).tolist(),
@@ -41,8 +41,8 @@ def compute_statistics(episodes: Iterable[tuple[np.ndarray, np.ndarray]], action
         raise ValueError("cannot compute dataset statistics: the dataset has no episodes")
     all_actions, all_proprio = np.concatenate(actions), np.concatenate(proprio)
     return {
-        "action": {**summarize(all_actions), "mask": [bool(m) for m in action_mask]},
-        "proprio": summarize(all_proprio),
+        "action": {**per_dimension_statistics(all_actions), "mask": [bool(m) for m in action_mask]},
+        "proprio": per_dimension_statistics(all_proprio),
         "num_transitions": int(len(all_actions)),
         "num_trajectories": int(len(actions)),
     }

@@ -1,0 +1,68 @@
+"""The study's settings: the tasks, the sizes of every stage, and the policies it trains and evaluates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from prismatic.training.recipes import STAGE2_LEARNING_RATE
+
+SUITE_DATASET = "{suite}_no_noops"
+SETTINGS = {  # stage-2 runs: name -> (pruning, noise distribution, noise schedule)
+    "lightvla": (True, "uniform", "decay"),
+    "lightvla_gumbel": (True, "gumbel", "decay"),
+    "lightvla_no_noise": (True, "uniform", "none"),
+    "lightvla_fixed_noise": (True, "uniform", "fixed"),
+    "oft": (False, "uniform", "none"),
+}
+BASELINES = ("random_k", "text_topk", "fastv")
+DERIVED = ("lightvla_count", *BASELINES)  # evaluated from another setting's run, with other inference options
+
+
+@dataclass
+class StudyConfig:
+    # fmt: off
+    out_dir: Path = Path("runs/study")
+    tasks: list[str] = field(default_factory=lambda: ["libero_object:0", "libero_object:1", "libero_spatial:0"])
+    demos_per_task: int = 30
+    demo_resolution: int = 128                  # camera size of demos and evaluation (the preset's image size)
+    preset: str = "libero-cpu"
+    batch_size: int = 64
+    stage1_steps: int = 3000                    # OpenVLA-OFT from scratch, every parameter, learning rate 1e-3
+    stage2_steps: int = 400                     # every stage-2 setting, heads continued
+    stage2_learning_rate: float = STAGE2_LEARNING_RATE  # 3e-4 pruned harder (4.6 kept) and lost successes: README
+    trials_per_task: int = 50                   # every official initial state: the same 50 for every policy (paired)
+    num_open_loop_steps: int = 1                # actions executed per policy query (replanning every step: README)
+    max_episode_steps: Optional[int] = None     # default: the suite's (upstream TASK_MAX_STEPS); smoke tests only
+    num_workers: int = 2                        # simulator processes (and demo-generation processes)
+    latency_repeats: int = 20
+    evaluate_count_weighting: bool = False      # also LightVLA with pruner_eval_duplicates=count (+1 policy to run)
+    seed: int = 7
+    quick: bool = False                         # a ~20-minute smoke version: small numbers everywhere
+    # fmt: on
+
+    def __post_init__(self):
+        if self.quick:
+            self.demos_per_task, self.stage1_steps, self.stage2_steps = 4, 150, 40
+            self.trials_per_task, self.latency_repeats = 2, 5
+        self.out_dir = Path(self.out_dir)
+        for task in self.tasks:
+            suite, _, task_id = task.partition(":")
+            if not task_id.isdigit():
+                raise ValueError(f"--tasks entries are suite:task_id (e.g. libero_object:0), got {task!r}")
+
+    @property
+    def suites(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for task in self.tasks:
+            suite, _, task_id = task.partition(":")
+            out.setdefault(suite, []).append(int(task_id))
+        return out
+
+    @property
+    def dataset_name(self) -> str:
+        return "+".join(SUITE_DATASET.format(suite=suite) for suite in self.suites)
+
+    def run_dir(self, name: str) -> Path:
+        return self.out_dir / "runs" / name
