@@ -7,6 +7,7 @@ from typing import Optional
 
 from prismatic.precision import check_precision
 from prismatic.training.schedules import NOISE_SCHEDULES
+from prismatic.vla.datasets.lerobot_format import FeatureNames
 
 
 @dataclass
@@ -18,6 +19,13 @@ class FinetuneConfig:
     dataset_name: str = "libero_object_no_noops"    # also "libero_4_task_suites_no_noops" (the four suites)
     run_root_dir: Path = Path("runs")
     shuffle_buffer_size: int = 100_000              # accepted for upstream command lines; the sampler shuffles fully
+    # A LeRobot dataset folder as dataset_name (v3.0 or v2.x) is converted to LIBERO HDF5 once, cached. Its features
+    # are found by the known LIBERO namings (lerobot/libero, HuggingFaceVLA/libero, physical-intelligence/libero);
+    # these map other names (all four, or none)
+    lerobot_image_key: Optional[str] = None         # third-person camera, e.g. observation.images.image
+    lerobot_wrist_image_key: Optional[str] = None   # wrist camera, e.g. observation.images.image2
+    lerobot_state_key: Optional[str] = None         # 8-D state: eef position, axis-angle, two gripper fingers
+    lerobot_action_key: Optional[str] = None        # 7-D action
 
     # Architecture
     use_l1_regression: bool = True
@@ -97,6 +105,12 @@ class FinetuneConfig:
             raise ValueError(
                 f"--pruner_noise_schedule must be one of {NOISE_SCHEDULES}, got {self.pruner_noise_schedule!r}"
             )
+        keys = [self.lerobot_image_key, self.lerobot_wrist_image_key, self.lerobot_state_key, self.lerobot_action_key]
+        if any(keys) and not all(keys):
+            raise ValueError(
+                "--lerobot_image_key, --lerobot_wrist_image_key, --lerobot_state_key and --lerobot_action_key map a "
+                "LeRobot dataset's features together: pass all four, or none to use the known LIBERO names"
+            )
         if self.use_val_set:
             raise ValueError("--use_val_set: LIBERO HDF5 datasets have no validation split; train without it.")
 
@@ -120,3 +134,10 @@ class FinetuneConfig:
         if self.run_id_note:
             run_id += f"--{self.run_id_note}"
         return run_id
+
+    def lerobot_feature_names(self) -> FeatureNames | None:
+        if not self.lerobot_image_key:
+            return None
+        return FeatureNames(
+            self.lerobot_image_key, self.lerobot_wrist_image_key, self.lerobot_state_key, self.lerobot_action_key
+        )

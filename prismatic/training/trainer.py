@@ -38,7 +38,7 @@ from prismatic.training.lora import apply_lora
 from prismatic.training.metrics import MetricsLogger
 from prismatic.training.policy import TrainablePolicy, base_vla, kept_visual_tokens
 from prismatic.training.schedules import make_scheduler, noise_scale
-from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction
+from prismatic.vla.datasets.datasets import LiberoDataset, PaddedCollatorForActionPrediction, dataset_folders
 
 
 def load_model(cfg: FinetuneConfig, precision: Precision):
@@ -87,6 +87,8 @@ def train(cfg: FinetuneConfig, prepare_data: Callable[[FinetuneConfig], None] | 
         run_dir.mkdir(parents=True, exist_ok=True)
     if process.main and prepare_data is not None:
         prepare_data(cfg)
+    if process.main:  # a LeRobot folder is converted once, here, before every rank reads it
+        dataset_folders(cfg.data_root_dir, cfg.dataset_name, cfg.lerobot_feature_names())
     process.barrier()
 
     vla, processor, head, proprio = load_model(cfg, precision)
@@ -164,7 +166,7 @@ def open_dataset(cfg: FinetuneConfig, vla: OpenVLAForActionPrediction, processor
     renders as they were)."""
     dataset = LiberoDataset(
         cfg.data_root_dir, cfg.dataset_name, processor, vla.config, cfg.num_images_in_input, cfg.use_proprio,
-        image_aug=cfg.image_aug, seed=cfg.seed,
+        image_aug=cfg.image_aug, seed=cfg.seed, lerobot_names=cfg.lerobot_feature_names(),
     )  # fmt: skip
     vla.norm_stats = vla.config.norm_stats = dataset.dataset_statistics
     vla.config.render_quality = dataset.render_quality

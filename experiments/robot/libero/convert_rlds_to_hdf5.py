@@ -10,12 +10,10 @@ and renamed into place when complete. The output reads through the same dataset 
 converted demos train fine but cannot be replayed.
 """
 
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import draccus
-from tqdm import tqdm
 
 from prismatic.vla.datasets import libero_hdf5
 from prismatic.vla.datasets.rlds_tfrecord import iter_rlds_episodes
@@ -29,16 +27,9 @@ class RldsToHdf5Config:
 
 @draccus.wrap()
 def main(cfg: RldsToHdf5Config) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    with ExitStack() as stack:
-        writers: dict[str, libero_hdf5.DemoFileWriter] = {}
-        for language, demo in tqdm(iter_rlds_episodes(cfg.rlds_dir), desc="episodes", unit="episode"):
-            if language not in writers:
-                path = Path(cfg.out_dir) / libero_hdf5.task_file_name(language.replace(" ", "_"))
-                source = {"source": str(cfg.rlds_dir), "format": "rlds"}
-                writers[language] = stack.enter_context(libero_hdf5.DemoFileWriter(path, language, source, ""))
-            writers[language].append(demo)
-            counts[language] = counts.get(language, 0) + 1
+    counts = libero_hdf5.write_task_files(
+        cfg.out_dir, iter_rlds_episodes(cfg.rlds_dir), {"source": str(cfg.rlds_dir), "format": "rlds"}
+    )
     for language, n in sorted(counts.items()):
         print(f"{n:4d} episodes  {language}")
     print(f"wrote {len(counts)} task files to {cfg.out_dir}")

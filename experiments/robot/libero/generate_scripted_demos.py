@@ -7,6 +7,7 @@ Each attempt starts from a fresh layout (`env.seed(k); env.reset()`, never the 5
 the arm joints perturbed as in the official initial states (LIBERO's reset alone always starts the arm in the same
 pose), is rolled out without cameras (fast), and only if it succeeds are both camera images re-rendered from the saved
 simulator states. Finished task files are kept: running the command again only makes what is missing.
+`--lerobot_out_dir DIR` also writes the demos as a LeRobot v3.0 dataset (`export_lerobot.py` does it afterwards).
 """
 
 import time
@@ -41,6 +42,7 @@ class GenerateDemosConfig:
     overwrite: bool = False
     render_quality: str = "fast"  # fast: decimated visual meshes, no multisampling (cheaper frames, same physics)
     # | full: LIBERO's meshes as shipped (what released checkpoints saw)
+    lerobot_out_dir: Path | None = None  # also write every demo of out_dir as a LeRobot v3.0 dataset here
 
     def __post_init__(self):
         lu.check_suite_name(self.task_suite_name)
@@ -271,6 +273,11 @@ def main(cfg: GenerateDemosConfig) -> list[TaskReport]:
             futures = [pool.submit(generate_task, cfg, task_id, False, False) for task_id in task_ids]
             reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="tasks", unit="task")]
     print_summary(cfg, reports)
+    if cfg.lerobot_out_dir is not None:
+        from prismatic.vla.datasets.lerobot_format import export_hdf5_folder
+
+        info = export_hdf5_folder(cfg.out_dir, cfg.lerobot_out_dir)
+        print(f"LeRobot v3.0 copy: {cfg.lerobot_out_dir} ({info['total_episodes']} episodes)")
     return reports
 
 

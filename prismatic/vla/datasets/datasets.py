@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from prismatic.vla.constants import IGNORE_INDEX
 from prismatic.vla.datasets import libero_hdf5, statistics
+from prismatic.vla.datasets.lerobot_format import FeatureNames, ensure_hdf5_copy, is_lerobot_dataset
 from prismatic.vla.image_pipeline import ImageAugmentation, resize_image_for_policy
 from prismatic.vla.normalization import normalize
 from prismatic.vla.prompts import ModelSettings, action_sequence, build_prompt
@@ -34,9 +35,10 @@ class DatasetError(ValueError):
     """The requested dataset cannot be read; the message says what to do."""
 
 
-def dataset_folders(data_root_dir: Path, dataset_name: str) -> list[Path]:
+def dataset_folders(data_root_dir: Path, dataset_name: str, lerobot_names: FeatureNames | None = None) -> list[Path]:
     """The folders that make up `dataset_name`, checked to exist: a named mixture, folders joined by "+" (trained as
-    one dataset, with one set of statistics under the joined name), or one folder."""
+    one dataset, with one set of statistics under the joined name), or one folder. A LeRobot dataset folder stands for
+    its HDF5 copy, converted on first use (``lerobot_format.ensure_hdf5_copy``; ``lerobot_names`` maps its features)."""
     root = Path(data_root_dir)
     names = DATASET_MIXTURES.get(dataset_name) or dataset_name.split("+")
     folders = [root / name for name in names]
@@ -50,7 +52,7 @@ def dataset_folders(data_root_dir: Path, dataset_name: str) -> list[Path]:
             f"--task_suite_name libero_object --out_dir {root}/libero_object_no_noops`, or regenerate the official "
             "LIBERO files with experiments/robot/libero/regenerate_libero_dataset.py."
         )
-    return folders
+    return [ensure_hdf5_copy(f, lerobot_names) if is_lerobot_dataset(f) else f for f in folders]
 
 
 def standardize_gripper(actions: np.ndarray) -> np.ndarray:
@@ -85,6 +87,7 @@ class LiberoDataset(torch.utils.data.Dataset):
         image_aug: bool = True,
         seed: int = 7,
         frame_cache_gb: float = 4.0,
+        lerobot_names: FeatureNames | None = None,
     ) -> None:
         if num_images_in_input not in (1, 2):
             raise DatasetError(f"LIBERO has two cameras; num_images_in_input must be 1 or 2, got {num_images_in_input}")
@@ -97,9 +100,8 @@ class LiberoDataset(torch.utils.data.Dataset):
         self.augment = ImageAugmentation() if image_aug else None
         self.image_size = vla_config.image_sizes[0]
         self.seed, self.epoch = seed, 0
-        self.files = [
-            f for folder in dataset_folders(data_root_dir, dataset_name) for f in libero_hdf5.list_demo_files(folder)
-        ]
+        folders = dataset_folders(data_root_dir, dataset_name, lerobot_names)
+        self.files = [f for folder in folders for f in libero_hdf5.list_demo_files(folder)]
         if not self.files:
             raise DatasetError(
                 f"Dataset {dataset_name!r} has no .hdf5 files in {data_root_dir}; generate some with "
@@ -196,8 +198,13 @@ class LiberoDataset(torch.utils.data.Dataset):
             group = self._file(episode.file_index)["data"][episode.demo]
             stats, norm = self.dataset_statistics[self.dataset_name], self.action_space.normalization_type
             actions = normalize(standardize_gripper(group["actions"][()]), stats["action"], norm)
-            proprio = normalize(libero_hdf5.read_proprio(group["obs"]), stats["proprio"], norm) if self.use_proprio else None
-            self._low_dim[e] = (np.asarray(actions, np.float32), None if proprio is None else np.asarray(proprio, np.float32))
+            proprio = (
+                normalize(libero_hdf5.read_proprio(group["obs"]), stats["proprio"], norm) if self.use_proprio else None
+            )
+            self._low_dim[e] = (
+                np.asarray(actions, np.float32),
+                None if proprio is None else np.asarray(proprio, np.float32),
+            )
         return self._low_dim[e]
 
     def _frame(self, e: int, t: int, camera: int) -> np.ndarray:
@@ -208,7 +215,9 @@ class LiberoDataset(torch.utils.data.Dataset):
         if self._frames is None:
             return resize_image_for_policy(obs[t][::-1, ::-1], self.image_size)  # stored as rendered: turn upright
         if (e, camera) not in self._frames:
-            self._frames[(e, camera)] = np.stack([resize_image_for_policy(f[::-1, ::-1], self.image_size) for f in obs[()]])
+            self._frames[(e, camera)] = np.stack(
+                [resize_image_for_policy(f[::-1, ::-1], self.image_size) for f in obs[()]]
+            )
         return self._frames[(e, camera)][t]
 
     def _images(self, located: list[tuple[int, int]], tagged: list[tuple[int, int]], camera: int) -> torch.Tensor:
@@ -240,7 +249,9 @@ class LiberoDataset(torch.utils.data.Dataset):
                 "pixel_values": pixels,
                 "input_ids": input_ids,
                 "labels": labels,
-                "actions": torch.as_tensor(actions[chunk_indices(t, episode.length, self.action_space.num_actions_chunk)]),
+                "actions": torch.as_tensor(
+                    actions[chunk_indices(t, episode.length, self.action_space.num_actions_chunk)]
+                ),
                 "dataset_name": self.dataset_name,
             }
             if proprio is not None:

@@ -129,6 +129,25 @@ def write_demo_file(path: Path, demos: list[Demo], language: str, env_args: dict
             writer.append(demo)
 
 
+def write_task_files(out_dir: Path, episodes, source: dict) -> dict[str, int]:
+    """(instruction, demo) pairs -> one task file per instruction in ``out_dir``, demo by demo (bounded memory), each
+    renamed into place when complete; returns the demos per instruction. ``source`` goes into the files' env_args."""
+    from contextlib import ExitStack
+
+    from tqdm import tqdm
+
+    counts: dict[str, int] = {}
+    with ExitStack() as stack:
+        writers: dict[str, DemoFileWriter] = {}
+        for language, demo in tqdm(episodes, desc="episodes", unit="episode"):
+            if language not in writers:
+                path = Path(out_dir) / task_file_name(language.replace(" ", "_"))
+                writers[language] = stack.enter_context(DemoFileWriter(path, language, source, ""))
+            writers[language].append(demo)
+            counts[language] = counts.get(language, 0) + 1
+    return counts
+
+
 def list_demo_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
