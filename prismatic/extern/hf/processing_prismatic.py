@@ -99,7 +99,7 @@ class PrismaticImageProcessor(BaseImageProcessor):
             x = TVF.resize(
                 image, resize["size"], interpolation=mode, max_size=resize["max_size"], antialias=resize["antialias"]
             )
-            x = np.asarray(TVF.center_crop(x, crop["output_size"]))
+            x = np.array(TVF.center_crop(x, crop["output_size"]))  # a copy: PIL's buffer is read-only for torch
             outputs.append(self._normalize(torch.from_numpy(x)[None].permute(0, 3, 1, 2).float().div(255), k)[0])
         return torch.cat(outputs, dim=0)
 
