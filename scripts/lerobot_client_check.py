@@ -72,7 +72,8 @@ def read(folder: Path) -> None:
     import lerobot
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    dataset = LeRobotDataset("local/" + folder.name, root=folder)
+    # pyav: torchcodec, lerobot's default decoder, needs the system's FFmpeg libraries, which PyPI does not provide
+    dataset = LeRobotDataset("local/" + folder.name, root=folder, video_backend="pyav")
     meta = dataset.meta
     print(f"lerobot {lerobot.__version__} read {folder}")
     print(f"  episodes {dataset.num_episodes}, frames {dataset.num_frames}, fps {dataset.fps}, tasks {len(meta.tasks)}")
@@ -84,7 +85,7 @@ def read(folder: Path) -> None:
     last = dataset[len(dataset) - 1]
     print(f"  last sample: episode {int(last['episode_index'])}, frame {int(last['frame_index'])}, task {last['task']!r}")
     image = item["observation.images.image"]
-    print(f"  first image: {tuple(image.shape)} {image.dtype}, range {float(image.min()):.3f}..{float(image.max()):.3f}")
+    print(f"  first image: {tuple(image.shape)} {image.dtype}, range {float(image.min()):.3f} to {float(image.max()):.3f}")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,22 @@ def test_export_script_on_real_scripted_demos(scripted_demo_root, tmp_path):
         np.testing.assert_array_equal(got.actions, demo.actions.astype(np.float32))
         for key in demo.images:
             assert np.abs(got.images[key].astype(int) - demo.images[key].astype(int)).mean() < 4
+
+
+def test_a_dataset_the_real_lerobot_library_wrote():
+    """tests/fixtures/lerobot-v3.0: written by lerobot 0.4.4 (LeRobotDataset.create / add_frame / save_episode), with
+    the arrays it was given; our reader gets them back (frames through AV1, turned to the renders' orientation)."""
+    from conftest import FIXTURES
+
+    folder = FIXTURES / "lerobot-v3.0"
+    expected = np.load(folder / "expected.npz")
+    episodes = list(lf.iter_lerobot_episodes(folder))
+    assert [language for language, _ in episodes] == [
+        "pick up the alphabet soup and place it in the basket", "pick up the milk and place it in the basket"
+    ]  # fmt: skip
+    for e, (_, demo) in enumerate(episodes):
+        np.testing.assert_array_equal(demo.actions, expected[f"action_{e}"])
+        np.testing.assert_array_equal(state_of(demo), expected[f"state_{e}"])
+        for key, name in (("agentview_rgb", "image"), ("eye_in_hand_rgb", "image2")):
+            upright = demo.images[key][:, ::-1, ::-1].astype(int)
+            assert np.abs(upright - expected[f"{name}_{e}"].astype(int)).mean() < 4
