@@ -9,7 +9,8 @@
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
 # TRIALS (10 episodes per policy), MAX_STEPS (episode length cap; default the suite's), RENDER_QUALITY (fast:
-# decimated visual meshes, same physics; evaluation renders as the demos were),
+# decimated visual meshes, same physics; evaluation renders as the demos were), DATA_FORMAT (hdf5, or lerobot:
+# the demos are also written as a LeRobot v3.0 dataset with AV1 video and both stages train from that folder),
 # QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,14 @@ STAGE2_STEPS="${STAGE2_STEPS:-500}"
 TRIALS="${TRIALS:-10}"
 MAX_STEPS="${MAX_STEPS:-}"
 RENDER_QUALITY="${RENDER_QUALITY:-fast}"
+DATA_FORMAT="${DATA_FORMAT:-hdf5}"
 DATASET="${SUITE}_no_noops"
+EXPORT=()
+case "$DATA_FORMAT" in
+  hdf5) DATA_ROOT="$OUT/data" ;;
+  lerobot) DATA_ROOT="$OUT/lerobot"; EXPORT=(--lerobot_out_dir "$OUT/lerobot/$DATASET") ;;  # training converts it once
+  *) echo "DATA_FORMAT must be hdf5 or lerobot, not '$DATA_FORMAT'" >&2; exit 2 ;;
+esac
 START=$(date +%s)
 LAST=$START
 stage_done() {  # print the wall time of the stage that just finished
@@ -40,7 +48,7 @@ stage_done "setup"
 echo "== 1/5 scripted demonstrations ($SUITE task $TASK, $DEMOS demos, 128 px, $RENDER_QUALITY renders)"
 "$PY" experiments/robot/libero/generate_scripted_demos.py --task_suite_name "$SUITE" --task_ids "[$TASK]" \
   --num_demos_per_task "$DEMOS" --resolution 128 --num_workers 2 --out_dir "$OUT/data/$DATASET" \
-  --render_quality "$RENDER_QUALITY"
+  --render_quality "$RENDER_QUALITY" "${EXPORT[@]}"
 stage_done "demos"
 
 train() {  # train RUN_ID [finetune.py flags...]: resumes when a checkpoint of the run exists
@@ -48,7 +56,7 @@ train() {  # train RUN_ID [finetune.py flags...]: resumes when a checkpoint of t
   shift 1
   local resume=False
   [ -f "$OUT/runs/$run/training_state.pt" ] && resume=True
-  "$PY" vla-scripts/finetune.py --data_root_dir "$OUT/data" --dataset_name "$DATASET" --run_root_dir "$OUT/runs" \
+  "$PY" vla-scripts/finetune.py --data_root_dir "$DATA_ROOT" --dataset_name "$DATASET" --run_root_dir "$OUT/runs" \
     --run_id_override "$run" --num_images_in_input 2 --use_proprio True --batch_size 64 \
     --save_freq 200 --save_latest_checkpoint_only True --log_freq 100 --num_workers 0 --resume "$resume" "$@"
 }
