@@ -12,12 +12,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_quickstart(out: Path) -> str:
+def run_quickstart(out: Path, **knobs: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ, "VENV": sys.prefix, "QUICKSTART_DIR": str(out), "DEMOS": "1", "STAGE1_STEPS": "4",
-        "STAGE2_STEPS": "4", "TRIALS": "1", "MAX_STEPS": "30",
+        "STAGE2_STEPS": "4", "TRIALS": "1", "MAX_STEPS": "30", **knobs,
     }  # fmt: skip
-    done = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    return subprocess.run(["bash", "scripts/quickstart.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def finished(done: subprocess.CompletedProcess) -> str:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -29,7 +32,7 @@ def metrics(run: Path) -> list[dict]:
 @pytest.mark.slow
 def test_quickstart_runs_both_stages_and_compares_them(tmp_path):
     out = tmp_path / "qs"
-    printed = run_quickstart(out)
+    printed = finished(run_quickstart(out))
     for stage in ("setup", "demos", "stage 1", "stage 2", "evaluation"):
         assert f"[{stage}: " in printed, stage
     stage1, stage2 = metrics(out / "runs" / "oft"), metrics(out / "runs" / "lightvla")
@@ -44,7 +47,26 @@ def test_quickstart_runs_both_stages_and_compares_them(tmp_path):
     assert "quickstart wall time" in printed
 
     weights = (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns
-    again = run_quickstart(out)  # everything finished: nothing is trained or evaluated again
+    again = finished(run_quickstart(out))  # everything finished: nothing is trained or evaluated again
     assert (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns == weights
     assert len((out / "eval" / "EVAL-libero_object-lightvla--seed7.jsonl").read_text().splitlines()) == 1
     assert "quickstart wall time" in again
+
+
+@pytest.mark.slow
+def test_quickstart_trains_from_a_lerobot_export(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))  # a fresh cache: the first training run converts
+    wrong = run_quickstart(tmp_path / "wrong", DATA_FORMAT="parquet")
+    assert wrong.returncode != 0 and "DATA_FORMAT must be hdf5 or lerobot" in wrong.stderr
+
+    out = tmp_path / "qs"
+    printed = finished(run_quickstart(out, DATA_FORMAT="lerobot"))
+    info = json.loads((out / "lerobot" / "libero_object_no_noops" / "meta" / "info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1
+    assert "converting LeRobot dataset" in printed  # stage 1 read the LeRobot folder, not the HDF5 demos
+    converted = list((tmp_path / "cache" / "lerobot_hdf5").glob("libero_object_no_noops-*"))
+    assert len(converted) == 1  # converted once: stage 2 reused the copy
+    assert printed.count("converting LeRobot dataset") == 1
+    for run in ("oft", "lightvla"):
+        assert json.loads((out / "runs" / run / "config.json").read_text())["render_quality"] == "fast"
+        assert len((out / "eval" / f"EVAL-libero_object-{run}--seed7.jsonl").read_text().splitlines()) == 1
