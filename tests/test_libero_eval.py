@@ -125,6 +125,19 @@ def test_the_policy_gets_the_cores_the_simulators_leave(monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def test_each_simulator_renders_with_its_share_of_the_cores(monkeypatch):
+    from experiments.robot.libero import libero_utils as lu
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for simulators, threads in ((2, "2"), (4, "0"), (8, "0"), (1, "4")):  # 0: llvmpipe draws in the calling thread
+        monkeypatch.delenv("LP_NUM_THREADS", raising=False)
+        lu.share_cores_with_other_simulators(simulators)
+        assert os.environ["LP_NUM_THREADS"] == threads, simulators
+    monkeypatch.setenv("LP_NUM_THREADS", "3")  # the user's choice wins
+    lu.share_cores_with_other_simulators(2)
+    assert os.environ["LP_NUM_THREADS"] == "3"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("placement", ["workers", "shared"])
 def test_two_workers_match_the_sequential_run(tmp_path, checkpoint, monkeypatch, placement):

@@ -116,6 +116,7 @@ def policy_in_workers(cfg: EvalConfig) -> bool:
 
 def _worker(cfg: EvalConfig, jobs, requests, replies, results, worker_id: int) -> None:
     """A simulator process: runs episodes from `jobs`, querying its own policy or the main process's shared one."""
+    lu.share_cores_with_other_simulators(cfg.num_workers)
     local = None
     if policy_in_workers(cfg):
         if cfg.policy == "vla":

@@ -149,6 +149,7 @@ _worker_attempts: _Attempts | None = None
 
 def _start_worker(cfg: GenerateDemosConfig, task: lu.LiberoTask) -> None:
     global _worker_attempts
+    lu.share_cores_with_other_simulators(cfg.num_workers)
     try:
         _worker_attempts = _Attempts(cfg, task)
     except UnsupportedTask as err:
@@ -269,7 +270,10 @@ def main(cfg: GenerateDemosConfig) -> list[TaskReport]:
     if cfg.num_workers <= 1 or len(task_ids) < cfg.num_workers:  # one task at a time, its attempts in parallel
         reports = [generate_task(cfg, task_id) for task_id in task_ids]
     else:  # whole tasks in parallel: fewer simulators to build
-        with ProcessPoolExecutor(cfg.num_workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            cfg.num_workers, mp_context=get_context("spawn"), initializer=lu.share_cores_with_other_simulators,
+            initargs=(cfg.num_workers,),
+        ) as pool:
             futures = [pool.submit(generate_task, cfg, task_id, False, False) for task_id in task_ids]
             reports = [f.result() for f in tqdm(as_completed(futures), total=len(futures), desc="tasks", unit="task")]
     print_summary(cfg, reports)

@@ -41,6 +41,18 @@ def setup_headless_rendering() -> None:
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+def share_cores_with_other_simulators(num_simulators: int) -> None:
+    """Give this simulator process's software renderer (Mesa llvmpipe) its share of the cores, not all of them.
+
+    llvmpipe starts one rasterizer thread per core in every process that renders; N simulators on N cores then run
+    N x N render threads that preempt each other and the policies. With one core per simulator the renderer draws in
+    the calling thread (``LP_NUM_THREADS=0``). Read when the GL context is made, so set before the first env;
+    a value the user exported wins. GPU (EGL on NVIDIA) rendering ignores it.
+    """
+    share = len(os.sched_getaffinity(0)) // max(1, num_simulators)
+    os.environ.setdefault("LP_NUM_THREADS", str(share if share > 1 else 0))
+
+
 def _libero():
     setup_headless_rendering()
     # Mesa's software renderer (llvmpipe) and triton (which torchvision imports through torch._dynamo) each load an
