@@ -17,7 +17,7 @@ from conftest import finetune_config as config
 from prismatic.policy.checkpoints import CheckpointError, load_policy, save_policy
 from prismatic.training import trainer
 from prismatic.training.policy import kept_visual_tokens
-from prismatic.training.schedules import lr_factor, noise_scale
+from prismatic.training.schedules import lr_factor, make_scheduler, noise_scale
 from prismatic.training.trainer import train
 from prismatic.vla.datasets.datasets import DatasetError
 
@@ -198,6 +198,15 @@ def test_noise_and_learning_rate_schedules():
     assert factors[2] == pytest.approx(0.55)
     assert factors[10:] == [pytest.approx(0.1)] * 2
     assert lr_factor(5, 0, 5) == pytest.approx(0.1) and lr_factor(4, 0, 5) == 1.0
+    # cosine: the same warmup, then 1 -> 0.01 along half a cosine between step 4 and max_steps 14 (decay_step unused)
+    cosine = [lr_factor(s, 4, decay_step=6, schedule="cosine", max_steps=14) for s in range(16)]
+    assert cosine[:5] == [pytest.approx(f) for f in factors[:5]]
+    assert cosine[9] == pytest.approx(0.505) and cosine[14:] == [pytest.approx(0.01)] * 2
+    assert all(a > b for a, b in zip(cosine[4:14], cosine[5:15]))
+    with pytest.raises(ValueError, match="cosine"):
+        lr_factor(0, 0, 0, schedule="linear")
+    scheduler = make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 4, 6, "cosine", 14)
+    assert [scheduler.get_last_lr()[0] for _ in range(3) if scheduler.step() is None] == cosine[1:4]
 
 
 def test_bad_input_is_explained(data_root, tmp_path):
@@ -215,6 +224,10 @@ def test_bad_input_is_explained(data_root, tmp_path):
         train(config(data_root, tmp_path / "fresh", resume=True))
     with pytest.raises(ValueError, match="use_diffusion False"):
         config(data_root, tmp_path, use_diffusion=True)
+    with pytest.raises(ValueError, match="--lr_schedule must be one of"):
+        config(data_root, tmp_path, lr_schedule="linear")
+    with pytest.raises(ValueError, match="--max_steps > --lr_warmup_steps"):
+        config(data_root, tmp_path, lr_schedule="cosine", max_steps=5, lr_warmup_steps=5)
 
 
 def test_weights_and_biases_trouble_never_stops_training(data_root, tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from prismatic.precision import check_precision
-from prismatic.training.schedules import NOISE_SCHEDULES
+from prismatic.training.schedules import LR_SCHEDULES, NOISE_SCHEDULES
 from prismatic.vla.datasets.lerobot_format import FeatureNames
 
 
@@ -39,7 +39,8 @@ class FinetuneConfig:
     batch_size: int = 8                             # per process
     learning_rate: float = 5e-4
     lr_warmup_steps: int = 0                        # linear warmup from 0.1x to 1x the LR; the decay still applies
-    num_steps_before_decay: int = 100_000           # LR x0.1 from this optimizer step on
+    num_steps_before_decay: int = 100_000           # LR x0.1 from this optimizer step on (lr_schedule "step")
+    lr_schedule: str = "step"                       # "step" (upstream) or "cosine": to 1% of the LR at max_steps
     grad_accumulation_steps: int = 1
     max_steps: int = 200_000                        # optimizer steps
     use_val_set: bool = False                       # there is no validation split in LIBERO HDF5 data
@@ -105,6 +106,10 @@ class FinetuneConfig:
             raise ValueError(
                 f"--pruner_noise_schedule must be one of {NOISE_SCHEDULES}, got {self.pruner_noise_schedule!r}"
             )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"--lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine" and self.max_steps <= self.lr_warmup_steps:
+            raise ValueError(f"--lr_schedule cosine needs --max_steps > --lr_warmup_steps ({self.lr_warmup_steps})")
         keys = [self.lerobot_image_key, self.lerobot_wrist_image_key, self.lerobot_state_key, self.lerobot_action_key]
         if any(keys) and not all(keys):
             raise ValueError(

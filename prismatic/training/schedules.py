@@ -1,8 +1,12 @@
 """Learning-rate and pruning-noise schedules, as pure functions of the optimizer step (so resuming is exact)."""
 
+import math
+
 import torch
 
 NOISE_SCHEDULES = ("decay", "fixed", "none")
+LR_SCHEDULES = ("step", "cosine")
+COSINE_FLOOR = 0.01  # the cosine schedule ends at 1% of the base learning rate, not 0: the last steps still learn
 
 
 def noise_scale(step: int, max_steps: int, schedule: str = "decay") -> float:
@@ -21,17 +25,30 @@ def noise_scale(step: int, max_steps: int, schedule: str = "decay") -> float:
     return min(1.0, max(0.0, 1.0 - step / max_steps))
 
 
-def lr_factor(step: int, warmup_steps: int, decay_step: int, gamma: float = 0.1) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, decay_step: int, gamma: float = 0.1, schedule: str = "step", max_steps: int = 0
+) -> float:
     """Multiplier of the base learning rate at optimizer step `step` (0-based).
 
-    Linear warmup from 10% to 100% over `warmup_steps`, and a x`gamma` drop from `decay_step` on (MultiStepLR). Both
-    apply; upstream's warmup resets the LR every step and thereby silently cancels the decay.
+    Linear warmup from 10% to 100% over `warmup_steps`, then either upstream's x`gamma` drop from `decay_step` on
+    (``step``, MultiStepLR) or a half cosine from 1 at the end of the warmup to ``COSINE_FLOOR`` at `max_steps`
+    (``cosine``; `decay_step` unused). Warmup and decay both apply; upstream's warmup resets the LR every step and
+    thereby silently cancels the decay.
     """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
     warm = 0.1 + 0.9 * min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
-    return warm * (gamma if step >= decay_step else 1.0)
+    if schedule == "step":
+        return warm * (gamma if step >= decay_step else 1.0)
+    if max_steps <= warmup_steps:
+        raise ValueError(f"the cosine schedule needs max_steps ({max_steps}) > lr_warmup_steps ({warmup_steps})")
+    progress = min(1.0, max(0.0, (step - warmup_steps) / (max_steps - warmup_steps)))
+    return warm * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_step: int
+    optimizer: torch.optim.Optimizer, warmup_steps: int, decay_step: int, schedule: str = "step", max_steps: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, decay_step))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup_steps, decay_step, schedule=schedule, max_steps=max_steps)
+    )

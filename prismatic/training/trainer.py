@@ -109,7 +109,9 @@ def train(cfg: FinetuneConfig, prepare_data: Callable[[FinetuneConfig], None] | 
     run_state.seed_rank(cfg.seed, process.rank)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
-    scheduler = make_scheduler(optimizer, cfg.lr_warmup_steps, cfg.num_steps_before_decay)
+    scheduler = make_scheduler(
+        optimizer, cfg.lr_warmup_steps, cfg.num_steps_before_decay, cfg.lr_schedule, cfg.max_steps
+    )
     start_step = resume(cfg, run_dir, policy, optimizer, scheduler, process) if cfg.resume else 0
 
     model = DDP(policy, find_unused_parameters=True) if process.world_size > 1 else policy
