@@ -9,7 +9,13 @@ from conftest import UNNORM_KEY
 
 from experiments.robot.libero import eval_workers as workers
 from experiments.robot.libero import run_libero_eval as ev
-from experiments.robot.libero.episodes import invert_gripper_action, normalize_gripper_action
+from experiments.robot.libero.episodes import (
+    ENSEMBLE_WEIGHT_DECAY,
+    EpisodeSpec,
+    invert_gripper_action,
+    normalize_gripper_action,
+    run_episode,
+)
 
 
 @pytest.fixture
@@ -31,6 +37,76 @@ def test_gripper_post_processing():
     env_actions = invert_gripper_action(normalize_gripper_action(actions))
     np.testing.assert_array_equal(env_actions[:, -1], [-1.0, 1.0, -1.0])  # LIBERO: -1 open, +1 close
     np.testing.assert_array_equal(env_actions[:, :6], actions[:, :6])
+
+
+class StepRecordingEnv:
+    """Just enough of a LIBERO env for `run_episode`: fixed observations, and every action it is sent recorded."""
+
+    def __init__(self):
+        self.actions = []
+        image = np.zeros((8, 8, 3), np.uint8)
+        self.obs = {
+            "agentview_image": image, "robot0_eye_in_hand_image": image, "robot0_eef_pos": np.zeros(3),
+            "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]), "robot0_gripper_qpos": np.zeros(2),
+        }  # fmt: skip
+
+    def seed(self, seed):
+        pass
+
+    def reset(self):
+        return self.obs
+
+    def set_init_state(self, state):
+        return self.obs
+
+    def step(self, action):
+        self.actions.append(np.asarray(action))
+        return self.obs, 0.0, False, {}
+
+
+@pytest.mark.parametrize("ensembling", [False, True])
+def test_temporal_ensembling_averages_every_chunk_guess_for_the_step(ensembling):
+    """Query q (made at step q) guesses 100 q + i for step q + i, and "close" only from its 4th action on; with
+    ensembling, step t acts on the weighted mean of the guesses of queries t-7 .. t (weights exp(-m age rank),
+    oldest first), computed here by looping over the queries."""
+    queries = []
+
+    def policy(observation, language, obs):
+        q = len(queries)
+        queries.append(q)
+        chunk = np.zeros((8, 7))
+        chunk[:, 0] = 100 * q + np.arange(8)
+        chunk[:, 6] = np.where(np.arange(8) >= 3, 0.0, 1.0)  # policy gripper: 1 open, 0 close
+        return chunk, {}
+
+    env, steps = StepRecordingEnv(), 12
+    spec = EpisodeSpec("libero_object", 0, 0, max_steps=steps, num_steps_wait=2, num_open_loop_steps=1,
+                       temporal_ensembling=ensembling)  # fmt: skip
+    task = type("Task", (), {"language": "pick"})()
+    result = run_episode(env, task, spec, np.zeros(1), policy)
+    assert result.error is None and result.queries == steps
+    acted = np.array(env.actions[2:])  # after the 2 settling steps
+    for t in range(steps):
+        oldest = max(0, t - 7)
+        guesses = [(100 * q + (t - q), 1.0 if t - q < 3 else 0.0) for q in range(oldest, t + 1)]
+        if not ensembling:
+            guesses = guesses[-1:]  # the newest query's first action only
+        weights = [np.exp(-ENSEMBLE_WEIGHT_DECAY * k) for k in range(len(guesses))]
+        expected_x = sum(w * g for w, (g, _) in zip(weights, guesses)) / sum(weights)
+        expected_open = sum(w * o for w, (_, o) in zip(weights, guesses)) / sum(weights) > 0.5
+        assert acted[t, 0] == pytest.approx(expected_x)
+        assert acted[t, 6] == (-1.0 if expected_open else 1.0)  # LIBERO: -1 open
+    if ensembling:
+        assert acted[0, 0] == 0 and acted[7, 0] != 7 and acted[11, 6] == 1.0  # mixed guesses, and the mean closes
+
+
+def test_temporal_ensembling_needs_a_query_every_step_and_gets_its_own_results_file():
+    with pytest.raises(ValueError, match="--num_open_loop_steps 1"):
+        ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", temporal_ensembling=True)
+    plain = ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", num_open_loop_steps=1)
+    ensembled = ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", num_open_loop_steps=1,
+                                  temporal_ensembling=True)  # fmt: skip
+    assert ensembled.results_path.name == plain.results_path.name.replace(".jsonl", "--temporal_ensembling.jsonl")
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])

@@ -66,6 +66,17 @@ def invert_gripper_action(action: np.ndarray) -> np.ndarray:
     return action
 
 
+ENSEMBLE_WEIGHT_DECAY = 0.01  # ACT's m (Zhao et al. 2023): weight exp(-m i), i = 0 for the oldest guess
+
+
+def ensembled_action(chunks: deque) -> np.ndarray:
+    """Temporal ensembling (ACT): the chunks of the last queries, one per step, oldest first, each guessed the
+    current step's action at a different position (the newest at 0, the one before at 1, ...); their weighted mean."""
+    guesses = np.stack([chunk[len(chunks) - 1 - k] for k, chunk in enumerate(chunks)])
+    weights = np.exp(-ENSEMBLE_WEIGHT_DECAY * np.arange(len(chunks)))
+    return (weights[:, None] * guesses).sum(axis=0) / weights.sum()
+
+
 def episode_seed(seed: int, task_id: int, trial: int) -> int:
     return seed * 1_000_003 + task_id * 1_000 + trial
 
@@ -80,6 +91,7 @@ class EpisodeSpec:
     num_open_loop_steps: int = 8
     seed: int = 7
     record_video: bool = False
+    temporal_ensembling: bool = False  # query every step, act on the average of every chunk's guess for this step
 
 
 def run_episode(
@@ -96,6 +108,7 @@ def run_episode(
         if hasattr(policy, "start_episode"):
             policy.start_episode(env, obs)
         queue: deque = deque(maxlen=spec.num_open_loop_steps)
+        recent_chunks: deque = deque()  # temporal ensembling: the chunks still covering the current step, oldest first
         kept_now = None  # the patches of the query whose actions are being executed
         for _ in range(spec.max_steps):
             observation = lu.policy_observation(obs)
@@ -118,9 +131,14 @@ def run_episode(
                     kept.append(stats["kept_tokens"])
                 if stats.get("latency_ms") is not None:
                     latencies.append(stats["latency_ms"])
-                queue.extend(
-                    invert_gripper_action(normalize_gripper_action(a)) for a in chunk[: spec.num_open_loop_steps]
-                )
+                if spec.temporal_ensembling:
+                    recent_chunks.append(np.asarray(chunk))
+                    while len(recent_chunks) > len(chunk):
+                        recent_chunks.popleft()
+                    actions = [ensembled_action(recent_chunks)]
+                else:
+                    actions = chunk[: spec.num_open_loop_steps]
+                queue.extend(invert_gripper_action(normalize_gripper_action(a)) for a in actions)
             if spec.record_video and kept_now is not None:
                 result.pruning_frames.append((observation, kept_now))
             stepped = time.perf_counter()

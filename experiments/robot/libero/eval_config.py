@@ -19,6 +19,8 @@ class EvalConfig(PolicyOptions):
     # fmt: off
     pretrained_checkpoint: str = ""                 # checkpoint folder or Hub id (not needed for --policy scripted)
     num_open_loop_steps: int = 8                    # actions executed per policy query
+    temporal_ensembling: bool = False               # ACT's: query every step (needs --num_open_loop_steps 1) and
+                                                    # act on the weighted mean of every chunk's guess for that step
     render_quality: str = "auto"                    # fast | full | auto: as the checkpoint's training frames (full
                                                     # for released checkpoints; fast for --policy scripted)
 
@@ -51,6 +53,10 @@ class EvalConfig(PolicyOptions):
             self.require_checkpoint(", or --policy scripted")
         if "image_aug" in self.pretrained_checkpoint and not self.center_crop:
             raise ValueError("this checkpoint was trained with image augmentation: evaluate with --center_crop True")
+        if self.temporal_ensembling and self.num_open_loop_steps != 1:
+            raise ValueError(
+                "--temporal_ensembling True queries the policy every step: pass --num_open_loop_steps 1 with it"
+            )
         if self.num_workers < 1:
             raise ValueError("--num_workers must be at least 1")
         if self.policy_placement not in POLICY_PLACEMENTS:
@@ -68,7 +74,8 @@ class EvalConfig(PolicyOptions):
             pruner += f"{self.visual_token_budget}" if self.visual_token_budget is not None else ""
             pruner += f"-k{self.fastv_layer}" if self.visual_token_pruner == "fastv" else ""
         duplicates = self.pruner_eval_duplicates and f"duplicates-{self.pruner_eval_duplicates}"
-        parts = [source, f"seed{self.seed}", pruner, duplicates, self.run_id_note]
+        ensembled = self.temporal_ensembling and "temporal_ensembling"
+        parts = [source, f"seed{self.seed}", pruner, duplicates, ensembled, self.run_id_note]
         return "--".join(p for p in parts if p)
 
     @property

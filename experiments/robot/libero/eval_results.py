@@ -25,10 +25,13 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
 
 # the settings that change what an episode does: results made under other values must not be resumed into
 OUTCOME_SETTINGS = (
-    "policy", "pretrained_checkpoint", "num_open_loop_steps", "max_steps", "num_steps_wait", "env_img_res",
-    "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
+    "policy", "pretrained_checkpoint", "num_open_loop_steps", "temporal_ensembling", "max_steps", "num_steps_wait",
+    "env_img_res", "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
     "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key", "precision", "render_quality",
 )  # fmt: skip
+
+# settings added later, with the value that results files written before them were made with
+ADDED_SETTINGS = {"temporal_ensembling": False}
 
 
 def check_resume_settings(cfg: EvalConfig, path: Path, resuming: bool) -> None:
@@ -43,7 +46,8 @@ def check_resume_settings(cfg: EvalConfig, path: Path, resuming: bool) -> None:
     settings_path = path.with_suffix(".settings.json")
     if resuming and settings_path.exists():
         earlier = json.loads(settings_path.read_text())
-        changed = {k: (earlier.get(k), v) for k, v in settings.items() if earlier.get(k) != v}
+        old = {k: earlier.get(k, ADDED_SETTINGS.get(k)) for k in settings}
+        changed = {k: (old[k], v) for k, v in settings.items() if old[k] != v}
         if changed:
             listed = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
             raise ValueError(
