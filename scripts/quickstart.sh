@@ -8,7 +8,8 @@
 #   5. success, kept visual tokens and latency side by side, kept tokens over stage-2 training, pictures.
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
-# TRIALS (10 episodes per policy), MAX_STEPS (episode length cap; default the suite's), RENDER_QUALITY (fast:
+# TRIALS (10 episodes per policy), TEMPORAL_ENSEMBLING (True: query every step and act on the mean of every chunk's
+# guess for the step; False: act on the newest chunk's first action), MAX_STEPS (episode length cap; default the suite's), RENDER_QUALITY (fast:
 # decimated visual meshes, same physics; evaluation renders as the demos were), DATA_FORMAT (hdf5, or lerobot:
 # the demos are also written as a LeRobot v3.0 dataset with AV1 video and both stages train from that folder),
 # QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
@@ -22,6 +23,12 @@ DEMOS="${DEMOS:-40}"
 STAGE1_STEPS="${STAGE1_STEPS:-1800}"
 STAGE2_STEPS="${STAGE2_STEPS:-500}"
 TRIALS="${TRIALS:-10}"
+TEMPORAL_ENSEMBLING="${TEMPORAL_ENSEMBLING:-True}"
+case "$TEMPORAL_ENSEMBLING" in
+  True) RESULTS="seed7--temporal_ensembling" ;;  # the evaluation names its results after the setting
+  False) RESULTS="seed7" ;;
+  *) echo "TEMPORAL_ENSEMBLING must be True or False, not '$TEMPORAL_ENSEMBLING'" >&2; exit 2 ;;
+esac
 MAX_STEPS="${MAX_STEPS:-}"
 RENDER_QUALITY="${RENDER_QUALITY:-fast}"
 DATA_FORMAT="${DATA_FORMAT:-hdf5}"
@@ -78,13 +85,14 @@ echo "== 4/5 evaluate both in LIBERO ($TRIALS episodes each, official initial st
 for RUN in oft lightvla; do
   "$PY" experiments/robot/libero/run_libero_eval.py --pretrained_checkpoint "$OUT/runs/$RUN" \
     --task_suite_name "$SUITE" --task_ids "[$TASK]" --num_trials_per_task "$TRIALS" --env_img_res 128 \
-    --num_open_loop_steps 1 --num_workers 2 --local_log_dir "$OUT/eval" ${MAX_STEPS:+--max_steps "$MAX_STEPS"}
+    --num_open_loop_steps 1 --temporal_ensembling "$TEMPORAL_ENSEMBLING" --num_workers 2 --local_log_dir "$OUT/eval" \
+    ${MAX_STEPS:+--max_steps "$MAX_STEPS"}
 done
 stage_done "evaluation"
 
 echo "== 5/5 summary"
-"$PY" scripts/compare_eval_runs.py "$OUT/eval/EVAL-$SUITE-oft--seed7.jsonl" "$OUT/eval/EVAL-$SUITE-lightvla--seed7.jsonl"
-"$PY" scripts/token_statistics.py "$OUT/eval/EVAL-$SUITE-lightvla--seed7.jsonl" --plot "$OUT/eval/kept_tokens.png"
+"$PY" scripts/compare_eval_runs.py "$OUT/eval/EVAL-$SUITE-oft--$RESULTS.jsonl" "$OUT/eval/EVAL-$SUITE-lightvla--$RESULTS.jsonl"
+"$PY" scripts/token_statistics.py "$OUT/eval/EVAL-$SUITE-lightvla--$RESULTS.jsonl" --plot "$OUT/eval/kept_tokens.png"
 "$PY" scripts/training_curves.py "$OUT/runs/oft" "$OUT/runs/lightvla" --plot "$OUT/training_curves.png"
-echo "kept-patch pictures: $OUT/eval/rollouts/lightvla--seed7/"
+echo "kept-patch pictures: $OUT/eval/rollouts/lightvla--$RESULTS/"
 echo "quickstart wall time: $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s"
