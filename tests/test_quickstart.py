@@ -40,16 +40,19 @@ def test_quickstart_runs_both_stages_and_compares_them(tmp_path):
     assert all("kept_visual_tokens" not in r and r["noise_scale"] == 0 for r in stage1)  # OFT: no pruning, no noise
     assert any(r.get("kept_visual_tokens") for r in stage2)  # stage 2 prunes and logs what it keeps
     assert json.loads((out / "runs" / "lightvla" / "config.json").read_text())["prune_visual_tokens"] is True
-    for run in ("oft", "lightvla"):
-        episodes = (out / "eval" / f"EVAL-libero_object-{run}--seed7.jsonl").read_text().splitlines()
-        assert len(episodes) == 1 and json.loads(episodes[0])["task_id"] == 0
+    for run in ("oft", "lightvla"):  # evaluated with temporal ensembling, the default
+        episodes = (out / "eval" / f"EVAL-libero_object-{run}--seed7--temporal_ensembling.jsonl").read_text()
+        assert len(episodes.splitlines()) == 1 and json.loads(episodes.splitlines()[0])["task_id"] == 0
+        settings = out / "eval" / f"EVAL-libero_object-{run}--seed7--temporal_ensembling.settings.json"
+        assert json.loads(settings.read_text())["temporal_ensembling"] is True
     assert (out / "training_curves.png").stat().st_size > 0 and (out / "eval" / "kept_tokens.png").stat().st_size > 0
     assert "quickstart wall time" in printed
 
     weights = (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns
     again = finished(run_quickstart(out))  # everything finished: nothing is trained or evaluated again
     assert (out / "runs" / "lightvla" / "model.safetensors").stat().st_mtime_ns == weights
-    assert len((out / "eval" / "EVAL-libero_object-lightvla--seed7.jsonl").read_text().splitlines()) == 1
+    results = out / "eval" / "EVAL-libero_object-lightvla--seed7--temporal_ensembling.jsonl"
+    assert len(results.read_text().splitlines()) == 1
     assert "quickstart wall time" in again
 
 
@@ -58,9 +61,11 @@ def test_quickstart_trains_from_a_lerobot_export(tmp_path, monkeypatch):
     monkeypatch.setenv("LIGHTVLA_CACHE", str(tmp_path / "cache"))  # a fresh cache: the first training run converts
     wrong = run_quickstart(tmp_path / "wrong", DATA_FORMAT="parquet")
     assert wrong.returncode != 0 and "DATA_FORMAT must be hdf5 or lerobot" in wrong.stderr
+    wrong = run_quickstart(tmp_path / "wrong", TEMPORAL_ENSEMBLING="yes")
+    assert wrong.returncode != 0 and "TEMPORAL_ENSEMBLING must be True or False" in wrong.stderr
 
-    out = tmp_path / "qs"
-    printed = finished(run_quickstart(out, DATA_FORMAT="lerobot"))
+    out = tmp_path / "qs"  # also the other evaluation: the newest chunk's first action at every step
+    printed = finished(run_quickstart(out, DATA_FORMAT="lerobot", TEMPORAL_ENSEMBLING="False"))
     info = json.loads((out / "lerobot" / "libero_object_no_noops" / "meta" / "info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["total_episodes"] == 1
     assert "converting LeRobot dataset" in printed  # stage 1 read the LeRobot folder, not the HDF5 demos

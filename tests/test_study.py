@@ -20,11 +20,11 @@ def test_config_reads_tasks_and_names_the_joint_dataset():
 
 
 def test_every_policy_is_evaluated_once_and_count_weighting_only_when_asked():
-    assert sorted(study.EVAL_ORDER) == sorted({*study.SETTINGS, *study.DERIVED})
+    assert sorted(study.EVAL_ORDER) == sorted({study.STAGE1, *study.SETTINGS, *study.DERIVED})
     assert study.EVAL_ORDER.index("lightvla") < study.EVAL_ORDER.index("random_k")  # baselines need its budget
     assert "lightvla_count" not in study.policies(study.StudyConfig())
     with_count = study.policies(study.StudyConfig(evaluate_count_weighting=True))
-    assert with_count == [*study.SETTINGS, *study.DERIVED]
+    assert with_count == [study.STAGE1, *study.SETTINGS, *study.DERIVED]  # the stage-1 base is evaluated too
 
 
 def episode(task_id, success, kept, trial=0):
@@ -70,7 +70,7 @@ def test_stages_run_and_resume(tmp_path, monkeypatch):
     )  # fmt: skip
     first = study.run_study(cfg)
     rows = first["results"]
-    assert set(rows) == {*study.SETTINGS, *study.DERIVED}
+    assert set(rows) == {study.STAGE1, *study.SETTINGS, *study.DERIVED}
     assert all(rows[name]["all"]["episodes"] == 1 for name in rows)
     budget = rows["random_k"]["all"]["kept_mean"]
     assert budget == pytest.approx(round(rows["lightvla"]["all"]["kept_mean"]))  # baselines at LightVLA's budget
@@ -82,6 +82,7 @@ def test_stages_run_and_resume(tmp_path, monkeypatch):
         assert (tmp_path / name).exists(), name
     trained = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/config.json")}
     evaluated = sorted((tmp_path / "eval").glob("EVAL-*.jsonl"))
+    assert evaluated and all(p.name.endswith("--temporal_ensembling.jsonl") for p in evaluated)  # the default
     lines = {p: p.read_text() for p in evaluated}
     study.run_study(cfg)  # resumes: nothing retrained, nothing re-evaluated
     assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/config.json")} == trained

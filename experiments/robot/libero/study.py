@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.robot.libero.study_config import BASELINES, DERIVED, SETTINGS, SUITE_DATASET, StudyConfig
+from experiments.robot.libero.study_config import BASELINES, DERIVED, SETTINGS, STAGE1, SUITE_DATASET, StudyConfig
 from experiments.robot.libero.study_report import claims, figures, tabulate, write_report
 from prismatic.files import write_text_atomic
 
@@ -90,7 +90,7 @@ def train_run(cfg: StudyConfig, name: str, **recipe) -> Path:
 def train_all(cfg: StudyConfig) -> None:
     from prismatic.training import recipes
 
-    stage1 = train_run(cfg, "stage1_oft", **recipes.stage1(cfg.stage1_steps, cfg.preset), kept_tokens_log_freq=0)
+    stage1 = train_run(cfg, STAGE1, **recipes.stage1(cfg.stage1_steps, cfg.preset), kept_tokens_log_freq=0)
     for name, (prune, noise, schedule) in SETTINGS.items():
         stage2 = recipes.stage2(cfg.stage2_steps, stage1, cfg.stage2_learning_rate)
         train_run(cfg, name, **{**stage2, "prune_visual_tokens": prune}, pruner_noise=noise,
@@ -126,15 +126,16 @@ def derived_policy(name: str, budget: int) -> tuple[str, dict]:
     return "oft", {"visual_token_pruner": name, "visual_token_budget": budget}
 
 
-# Evaluation order: an interrupted study has then measured as many claims as it can (1 and 4: LightVLA and OFT;
-# 3: the training-free pruners at LightVLA's budget; 2: the other noise schedules), the optional policy last.
-EVAL_ORDER = ("lightvla", "oft", *BASELINES, "lightvla_gumbel", "lightvla_no_noise", "lightvla_fixed_noise",
+# Evaluation order: an interrupted study has then measured as many claims as it can (1 and 4: LightVLA and OFT,
+# and the stage-1 base they start from; 3: the training-free pruners at LightVLA's budget; 2: the other noise
+# schedules), the optional policy last.
+EVAL_ORDER = ("lightvla", "oft", STAGE1, *BASELINES, "lightvla_gumbel", "lightvla_no_noise", "lightvla_fixed_noise",
               "lightvla_count")  # fmt: skip
 
 
 def policies(cfg: StudyConfig) -> list[str]:
     """Every policy the study evaluates, in table order."""
-    return [*SETTINGS, *(n for n in DERIVED if n != "lightvla_count" or cfg.evaluate_count_weighting)]
+    return [STAGE1, *SETTINGS, *(n for n in DERIVED if n != "lightvla_count" or cfg.evaluate_count_weighting)]
 
 
 def lightvla_budget(results: dict[str, list[dict]]) -> int:
@@ -146,7 +147,7 @@ def evaluate_all(cfg: StudyConfig) -> dict[str, list[dict]]:
     wanted = policies(cfg)
     results: dict[str, list[dict]] = {}
     for name in (n for n in EVAL_ORDER if n in wanted):
-        if name in SETTINGS:
+        if name in SETTINGS or name == STAGE1:
             results[name] = evaluate_policy(cfg, name, save_rollout_video=name == "lightvla")
         else:
             run, options = derived_policy(name, lightvla_budget(results))

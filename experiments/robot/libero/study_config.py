@@ -9,6 +9,7 @@ from typing import Optional
 from prismatic.training.recipes import STAGE2_LEARNING_RATE
 
 SUITE_DATASET = "{suite}_no_noops"
+STAGE1 = "stage1_oft"  # the OpenVLA-OFT run every stage-2 setting starts from; evaluated too: is it worth pruning?
 SETTINGS = {  # stage-2 runs: name -> (pruning, noise distribution, noise schedule)
     "lightvla": (True, "uniform", "decay"),
     "lightvla_gumbel": (True, "gumbel", "decay"),
