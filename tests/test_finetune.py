@@ -205,8 +205,13 @@ def test_noise_and_learning_rate_schedules():
     assert all(a > b for a, b in zip(cosine[4:14], cosine[5:15]))
     with pytest.raises(ValueError, match="cosine"):
         lr_factor(0, 0, 0, schedule="linear")
-    scheduler = make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 4, 6, "cosine", 14)
-    assert [scheduler.get_last_lr()[0] for _ in range(3) if scheduler.step() is None] == cosine[1:4]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler, rates = make_scheduler(optimizer, 4, 6, "cosine", 14), []
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert rates == cosine[1:4]
 
 
 def test_bad_input_is_explained(data_root, tmp_path):
