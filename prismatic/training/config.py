@@ -40,7 +40,7 @@ class FinetuneConfig:
     learning_rate: float = 5e-4
     lr_warmup_steps: int = 0                        # linear warmup from 0.1x to 1x the LR; the decay still applies
     num_steps_before_decay: int = 100_000           # LR x0.1 from this optimizer step on (lr_schedule "step")
-    lr_schedule: str = "step"                       # "step" (upstream) or "cosine": to 1% of the LR at max_steps
+    lr_schedule: str = "step"                       # "step" (upstream) or "cosine": to 0.01x the LR at max_steps
     grad_accumulation_steps: int = 1
     max_steps: int = 200_000                        # optimizer steps
     use_val_set: bool = False                       # there is no validation split in LIBERO HDF5 data
