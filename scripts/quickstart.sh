@@ -9,10 +9,10 @@
 # Every stage resumes: run it again to continue after an interruption.
 # Knobs (environment): SUITE (libero_object), TASK (0), DEMOS (40), STAGE1_STEPS (1800), STAGE2_STEPS (500),
 # TRIALS (10 episodes per policy), TEMPORAL_ENSEMBLING (True: query every step and act on the mean of every chunk's
-# guess for the step; False: act on the newest chunk's first action), MAX_STEPS (episode length cap; default the suite's), RENDER_QUALITY (fast:
-# decimated visual meshes, same physics; evaluation renders as the demos were), DATA_FORMAT (hdf5, or lerobot:
-# the demos are also written as a LeRobot v3.0 dataset with AV1 video and both stages train from that folder),
-# QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
+# guess for the step; False: act on the newest chunk's first action), MAX_STEPS (episode length cap; default the
+# suite's), RENDER_QUALITY (fast: decimated visual meshes, same physics; evaluation renders as the demos were),
+# DATA_FORMAT (hdf5, or lerobot: the demos are also written as a LeRobot v3.0 dataset with AV1 video and both stages
+# train from that folder), QUICKSTART_DIR (runs/quickstart-SUITE-TASK), VENV (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -91,7 +91,8 @@ done
 stage_done "evaluation"
 
 echo "== 5/5 summary"
-"$PY" scripts/compare_eval_runs.py "$OUT/eval/EVAL-$SUITE-oft--$RESULTS.jsonl" "$OUT/eval/EVAL-$SUITE-lightvla--$RESULTS.jsonl"
+"$PY" scripts/compare_eval_runs.py "$OUT/eval/EVAL-$SUITE-oft--$RESULTS.jsonl" \
+  "$OUT/eval/EVAL-$SUITE-lightvla--$RESULTS.jsonl"
 "$PY" scripts/token_statistics.py "$OUT/eval/EVAL-$SUITE-lightvla--$RESULTS.jsonl" --plot "$OUT/eval/kept_tokens.png"
 "$PY" scripts/training_curves.py "$OUT/runs/oft" "$OUT/runs/lightvla" --plot "$OUT/training_curves.png"
 echo "kept-patch pictures: $OUT/eval/rollouts/lightvla--$RESULTS/"
