@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from experiments.robot.libero import libero_utils as lu
-from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, generate_task, rollout
+from experiments.robot.libero.generate_scripted_demos import GenerateDemosConfig, executed_action, generate_task, rollout
 from experiments.robot.libero.regenerate_libero_dataset import RegenerateConfig, regenerate_task, replay_demo
 from experiments.robot.libero.scripted_expert import (
     CLOSE,
@@ -190,3 +190,17 @@ def test_grasp_candidates():
         square = grasp_candidates(np.zeros(3), np.array([width, width, 0.05]))
         centred = all(np.allclose(point[:2], width / 2) for point, _ in square)
         assert centred == (width < MAX_GRIPPER_SPAN) and len(square) == (2 if centred else 4)
+
+
+def test_demo_noise_moves_only_the_executed_translation():
+    action = np.array([0.5, -0.95, 0.0, 0.1, 0.2, 0.3, 1.0])
+    assert executed_action(action, np.random.default_rng(0), 0.0) is action  # no noise: the expert's own path
+    noisy = executed_action(action, np.random.default_rng(0), 0.2)
+    expected = action.copy()
+    expected[:3] = np.clip(action[:3] + np.random.default_rng(0).normal(0.0, 0.2, 3), -1.0, 1.0)
+    np.testing.assert_array_equal(noisy, expected)
+    assert not np.array_equal(noisy[:3], action[:3]) and np.abs(noisy).max() <= 1.0
+    np.testing.assert_array_equal(noisy[3:], action[3:])  # rotation and gripper as the expert said
+    assert action[0] == 0.5  # the recorded label is not touched
+    with pytest.raises(ValueError, match="action_noise"):
+        GenerateDemosConfig(action_noise=-0.1)

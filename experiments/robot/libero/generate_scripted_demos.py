@@ -42,6 +42,8 @@ class GenerateDemosConfig:
     overwrite: bool = False
     render_quality: str = "fast"  # fast: decimated visual meshes, no multisampling (cheaper frames, same physics)
     # | full: LIBERO's meshes as shipped (what released checkpoints saw)
+    action_noise: float = 0.0  # sd of Gaussian noise on the executed arm translation (DART); labels stay the
+    # expert's clean actions, so the demos show how to come back from small drifts (0: the expert's own path)
     lerobot_out_dir: Path | None = None  # also write every demo of out_dir as a LeRobot v3.0 dataset here
 
     def __post_init__(self):
@@ -50,6 +52,8 @@ class GenerateDemosConfig:
             self.out_dir = Path("datasets/libero") / f"{self.task_suite_name}_no_noops"
         if self.num_demos_per_task < 1:
             raise ValueError("--num_demos_per_task must be at least 1.")
+        if not 0.0 <= self.action_noise < 1.0:
+            raise ValueError(f"--action_noise is a standard deviation in action units, in [0, 1); got {self.action_noise}")
         check_render_quality(self.render_quality)
 
 
@@ -64,11 +68,16 @@ class TaskReport:
     skipped: str = ""  # why nothing was generated (unsupported, already done)
 
 
-def rollout(env, expert: ScriptedExpert, max_steps: int, seed: int) -> tuple[bool, dict[str, list]]:
-    """One expert episode on a fresh layout, without cameras. Returns success and the per-step record."""
+def rollout(
+    env, expert: ScriptedExpert, max_steps: int, seed: int, action_noise: float = 0.0
+) -> tuple[bool, dict[str, list]]:
+    """One expert episode on a fresh layout, without cameras. Returns success and the per-step record, whose actions
+    are the expert's; with `action_noise` the arm executes them with N(0, action_noise) added to the translation
+    (Laskey et al.'s DART: the closed-loop expert's labels then include the way back from where the noise led)."""
     env.seed(seed)
     env.reset()
     lu.perturb_arm(env, np.random.default_rng(seed))  # start poses spread like the official initial states'
+    noise_rng = np.random.default_rng([seed, 1])
     obs = lu.settle(env)
     expert.reset(env, obs)
     record: dict[str, list] = {"actions": [], "states": []}
@@ -78,13 +87,22 @@ def rollout(env, expert: ScriptedExpert, max_steps: int, seed: int) -> tuple[boo
         for key, value in lu.robot_record(obs).items():
             record.setdefault(key, []).append(value)
         record["actions"].append(action)
-        obs, _, done, _ = env.step(action.tolist())
+        obs, _, done, _ = env.step(executed_action(action, noise_rng, action_noise).tolist())
         # LIBERO reports success as soon as the object touches its target, often 2-3 steps after the fingers start
         # to open; stopping there leaves the policy almost no frames that say "open here" (a policy trained on such
         # demos hovers over the plate holding the bowl), so the release is always recorded to its end
         if done and not expert.placing:
             return True, record
     return False, record
+
+
+def executed_action(action: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """The expert's action with N(0, noise) on the translation, kept inside the action range."""
+    if noise == 0.0:
+        return action
+    noisy = action.copy()
+    noisy[:3] = np.clip(noisy[:3] + rng.normal(0.0, noise, 3), -1.0, 1.0)
+    return noisy
 
 
 def render_demo(camera_env, record: dict[str, list]) -> libero_hdf5.Demo:
@@ -128,7 +146,7 @@ class _Attempts:
 
     def __call__(self, attempt: int) -> libero_hdf5.Demo | None:
         seed = self.cfg.seed * 100_000 + self.task.task_id * 1_000 + attempt
-        success, record = rollout(self.env, self.expert, self.task.max_steps, seed)
+        success, record = rollout(self.env, self.expert, self.task.max_steps, seed, self.cfg.action_noise)
         return render_demo(self.camera_env, record) if success else None
 
     def close(self) -> None:

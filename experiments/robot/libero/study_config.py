@@ -10,6 +10,7 @@ from prismatic.training.recipes import STAGE2_LEARNING_RATE
 
 SUITE_DATASET = "{suite}_no_noops"
 STAGE1 = "stage1_oft"  # the OpenVLA-OFT run every stage-2 setting starts from; evaluated too: is it worth pruning?
+BASE_SUCCESS_FLOOR = 0.5  # what the stage-1 base should reach on every task for the comparisons to mean much
 SETTINGS = {  # stage-2 runs: name -> (pruning, noise distribution, noise schedule)
     "lightvla": (True, "uniform", "decay"),
     "lightvla_gumbel": (True, "gumbel", "decay"),
@@ -26,7 +27,8 @@ class StudyConfig:
     # fmt: off
     out_dir: Path = Path("runs/study")
     tasks: list[str] = field(default_factory=lambda: ["libero_object:0", "libero_object:1", "libero_spatial:0"])
-    demos_per_task: int = 30
+    demos_per_task: int = 50
+    demo_action_noise: float = 0.2              # DART noise on the expert's executed translation (labels clean)
     demo_resolution: int = 128                  # camera size of demos and evaluation (the preset's image size)
     preset: str = "libero-cpu"
     batch_size: int = 64
