@@ -53,7 +53,7 @@ class GenerateDemosConfig:
         if self.num_demos_per_task < 1:
             raise ValueError("--num_demos_per_task must be at least 1.")
         if not 0.0 <= self.action_noise < 1.0:
-            raise ValueError(f"--action_noise is a standard deviation in action units, in [0, 1); got {self.action_noise}")
+            raise ValueError(f"--action_noise is a standard deviation in action units, in [0, 1): {self.action_noise}")
         check_render_quality(self.render_quality)
 
 

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from experiments.robot.libero.study_config import (
-    BASE_SUCCESS_FLOOR, BASELINES, DERIVED, SETTINGS, STAGE1, SUITE_DATASET, StudyConfig,
+    BASE_SUCCESS_FLOOR,
+    BASELINES,
+    DERIVED,
+    SETTINGS,
+    STAGE1,
+    SUITE_DATASET,
+    StudyConfig,
 )
 from experiments.robot.libero.study_report import claims, figures, tabulate, write_report
 from prismatic.files import write_text_atomic
