@@ -64,8 +64,10 @@ class StepRecordingEnv:
         return self.obs, 0.0, False, {}
 
 
-@pytest.mark.parametrize("ensembling", [False, True])
-def test_temporal_ensembling_averages_every_chunk_guess_for_the_step(ensembling):
+@pytest.mark.parametrize(
+    "ensembling, decay", [(False, ENSEMBLE_WEIGHT_DECAY), (True, ENSEMBLE_WEIGHT_DECAY), (True, -0.5)]
+)
+def test_temporal_ensembling_averages_every_chunk_guess_for_the_step(ensembling, decay):
     """Query q (made at step q) guesses 100 q + i for step q + i, and "close" only from its 4th action on; with
     ensembling, step t acts on the weighted mean of the guesses of queries t-7 .. t (weights exp(-m age rank),
     oldest first), computed here by looping over the queries."""
@@ -81,7 +83,7 @@ def test_temporal_ensembling_averages_every_chunk_guess_for_the_step(ensembling)
 
     env, steps = StepRecordingEnv(), 12
     spec = EpisodeSpec("libero_object", 0, 0, max_steps=steps, num_steps_wait=2, num_open_loop_steps=1,
-                       temporal_ensembling=ensembling)  # fmt: skip
+                       temporal_ensembling=ensembling, ensemble_weight_decay=decay)  # fmt: skip
     task = type("Task", (), {"language": "pick"})()
     result = run_episode(env, task, spec, np.zeros(1), policy)
     assert result.error is None and result.queries == steps
@@ -91,13 +93,15 @@ def test_temporal_ensembling_averages_every_chunk_guess_for_the_step(ensembling)
         guesses = [(100 * q + (t - q), 1.0 if t - q < 3 else 0.0) for q in range(oldest, t + 1)]
         if not ensembling:
             guesses = guesses[-1:]  # the newest query's first action only
-        weights = [np.exp(-ENSEMBLE_WEIGHT_DECAY * k) for k in range(len(guesses))]
+        weights = [np.exp(-decay * k) for k in range(len(guesses))]
         expected_x = sum(w * g for w, (g, _) in zip(weights, guesses)) / sum(weights)
         expected_open = sum(w * o for w, (_, o) in zip(weights, guesses)) / sum(weights) > 0.5
         assert acted[t, 0] == pytest.approx(expected_x)
         assert acted[t, 6] == (-1.0 if expected_open else 1.0)  # LIBERO: -1 open
     if ensembling:
-        assert acted[0, 0] == 0 and acted[7, 0] != 7 and acted[11, 6] == 1.0  # mixed guesses, and the mean closes
+        assert acted[0, 0] == 0 and acted[7, 0] != 7  # mixed guesses
+        # at step 11 five of eight guesses say close: ACT's near-uniform mean closes, the newest-first one opens
+        assert acted[11, 6] == (1.0 if decay > 0 else -1.0)
 
 
 def test_temporal_ensembling_needs_a_query_every_step_and_gets_its_own_results_file():
@@ -107,6 +111,9 @@ def test_temporal_ensembling_needs_a_query_every_step_and_gets_its_own_results_f
     ensembled = ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", num_open_loop_steps=1,
                                   temporal_ensembling=True)  # fmt: skip
     assert ensembled.results_path.name == plain.results_path.name.replace(".jsonl", "--temporal_ensembling.jsonl")
+    newest = ev.GenerateConfig(policy="scripted", task_suite_name="libero_object", num_open_loop_steps=1,
+                               temporal_ensembling=True, ensemble_weight_decay=-0.5)  # fmt: skip
+    assert newest.results_path.name == plain.results_path.name.replace(".jsonl", "--temporal_ensembling-m-0.5.jsonl")
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])

@@ -69,11 +69,12 @@ def invert_gripper_action(action: np.ndarray) -> np.ndarray:
 ENSEMBLE_WEIGHT_DECAY = 0.01  # ACT's m (Zhao et al. 2023): weight exp(-m i), i = 0 for the oldest guess
 
 
-def ensembled_action(chunks: deque) -> np.ndarray:
+def ensembled_action(chunks: deque, decay: float = ENSEMBLE_WEIGHT_DECAY) -> np.ndarray:
     """Temporal ensembling (ACT): the chunks of the last queries, one per step, oldest first, each guessed the
-    current step's action at a different position (the newest at 0, the one before at 1, ...); their weighted mean."""
+    current step's action at a different position (the newest at 0, the one before at 1, ...); their mean weighted
+    by exp(-decay i), i = 0 for the oldest (a negative decay trusts the newest guesses more)."""
     guesses = np.stack([chunk[len(chunks) - 1 - k] for k, chunk in enumerate(chunks)])
-    weights = np.exp(-ENSEMBLE_WEIGHT_DECAY * np.arange(len(chunks)))
+    weights = np.exp(-decay * np.arange(len(chunks)))
     return (weights[:, None] * guesses).sum(axis=0) / weights.sum()
 
 
@@ -92,6 +93,7 @@ class EpisodeSpec:
     seed: int = 7
     record_video: bool = False
     temporal_ensembling: bool = False  # query every step, act on the average of every chunk's guess for this step
+    ensemble_weight_decay: float = ENSEMBLE_WEIGHT_DECAY
 
 
 def run_episode(
@@ -135,7 +137,7 @@ def run_episode(
                     recent_chunks.append(np.asarray(chunk))
                     while len(recent_chunks) > len(chunk):
                         recent_chunks.popleft()
-                    actions = [ensembled_action(recent_chunks)]
+                    actions = [ensembled_action(recent_chunks, spec.ensemble_weight_decay)]
                 else:
                     actions = chunk[: spec.num_open_loop_steps]
                 queue.extend(invert_gripper_action(normalize_gripper_action(a)) for a in actions)

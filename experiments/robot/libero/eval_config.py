@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from experiments.robot.libero import libero_utils as lu
+from experiments.robot.libero.episodes import ENSEMBLE_WEIGHT_DECAY
 from prismatic.policy.options import PolicyOptions
 
 POLICY_PLACEMENTS = ("auto", "workers", "shared")
@@ -21,6 +22,8 @@ class EvalConfig(PolicyOptions):
     num_open_loop_steps: int = 8                    # actions executed per policy query
     temporal_ensembling: bool = False               # ACT's: query every step (needs --num_open_loop_steps 1) and
                                                     # act on the weighted mean of every chunk's guess for that step
+    ensemble_weight_decay: float = ENSEMBLE_WEIGHT_DECAY  # its weights exp(-m i), i = 0 the oldest guess: ACT's
+                                                    # 0.01; negative trusts newer guesses more (README)
     render_quality: str = "auto"                    # fast | full | auto: as the checkpoint's training frames (full
                                                     # for released checkpoints; fast for --policy scripted)
 
@@ -75,6 +78,8 @@ class EvalConfig(PolicyOptions):
             pruner += f"-k{self.fastv_layer}" if self.visual_token_pruner == "fastv" else ""
         duplicates = self.pruner_eval_duplicates and f"duplicates-{self.pruner_eval_duplicates}"
         ensembled = self.temporal_ensembling and "temporal_ensembling"
+        if ensembled and self.ensemble_weight_decay != ENSEMBLE_WEIGHT_DECAY:
+            ensembled += f"-m{self.ensemble_weight_decay:g}"
         parts = [source, f"seed{self.seed}", pruner, duplicates, ensembled, self.run_id_note]
         return "--".join(p for p in parts if p)
 

@@ -25,13 +25,14 @@ def finished_episodes(path: Path) -> dict[tuple[int, int], dict]:
 
 # the settings that change what an episode does: results made under other values must not be resumed into
 OUTCOME_SETTINGS = (
-    "policy", "pretrained_checkpoint", "num_open_loop_steps", "temporal_ensembling", "max_steps", "num_steps_wait",
+    "policy", "pretrained_checkpoint", "num_open_loop_steps", "temporal_ensembling", "ensemble_weight_decay",
+    "max_steps", "num_steps_wait",
     "env_img_res", "center_crop", "prune_visual_tokens", "visual_token_pruner", "visual_token_budget", "fastv_layer",
     "action_readout", "pruner_eval_duplicates", "initial_states_path", "unnorm_key", "precision", "render_quality",
 )  # fmt: skip
 
 # settings added later, with the value that results files written before them were made with
-ADDED_SETTINGS = {"temporal_ensembling": False}
+ADDED_SETTINGS = {"temporal_ensembling": False, "ensemble_weight_decay": 0.01}
 
 
 def check_resume_settings(cfg: EvalConfig, path: Path, resuming: bool) -> None:

@@ -80,7 +80,7 @@ def planned_episodes(cfg: EvalConfig) -> list[EpisodeSpec]:
     max_steps = cfg.max_steps or lu.TASK_MAX_STEPS[cfg.task_suite_name]
     return [
         EpisodeSpec(cfg.task_suite_name, t, trial, max_steps, cfg.num_steps_wait, cfg.num_open_loop_steps, cfg.seed,
-                    cfg.save_rollout_video, cfg.temporal_ensembling)
+                    cfg.save_rollout_video, cfg.temporal_ensembling, cfg.ensemble_weight_decay)
         for t in task_ids for trial in range(cfg.num_trials_per_task)
     ]  # fmt: skip
 

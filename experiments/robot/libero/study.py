@@ -123,6 +123,7 @@ def evaluate_policy(cfg: StudyConfig, name: str, checkpoint: Path | None = None,
             pretrained_checkpoint=str(checkpoint or cfg.run_dir(name)), task_suite_name=suite, task_ids=task_ids,
             num_trials_per_task=cfg.trials_per_task, env_img_res=cfg.demo_resolution, num_workers=cfg.num_workers,
             num_open_loop_steps=cfg.num_open_loop_steps, temporal_ensembling=cfg.temporal_ensembling,
+            ensemble_weight_decay=cfg.ensemble_weight_decay,
             unnorm_key=cfg.dataset_name, seed=cfg.seed,
             local_log_dir=str(cfg.out_dir / "eval"), max_steps=cfg.max_episode_steps, **options,
         )  # fmt: skip

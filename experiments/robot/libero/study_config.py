@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from experiments.robot.libero.episodes import ENSEMBLE_WEIGHT_DECAY
 from prismatic.training.recipes import STAGE2_LEARNING_RATE
 
 SUITE_DATASET = "{suite}_no_noops"
@@ -39,6 +40,7 @@ class StudyConfig:
     num_open_loop_steps: int = 1                # actions executed per policy query (replanning every step: README)
     temporal_ensembling: bool = True            # act on the mean of every chunk's guess for the step (README:
                                                 # stage 1 60 vs 46 of 150; better on libero_object, worse on spatial)
+    ensemble_weight_decay: float = ENSEMBLE_WEIGHT_DECAY  # its weights exp(-m i), i = 0 the oldest: ACT's 0.01
     max_episode_steps: Optional[int] = None     # default: the suite's (upstream TASK_MAX_STEPS); smoke tests only
     num_workers: int = 2                        # simulator processes (and demo-generation processes)
     latency_repeats: int = 20
