@@ -73,7 +73,8 @@ def rollout(
 ) -> tuple[bool, dict[str, list]]:
     """One expert episode on a fresh layout, without cameras. Returns success and the per-step record, whose actions
     are the expert's; with `action_noise` the arm executes them with N(0, action_noise) added to the translation
-    (Laskey et al.'s DART: the closed-loop expert's labels then include the way back from where the noise led)."""
+    except while placing (Laskey et al.'s DART: the closed-loop expert's labels then include the way back from where
+    the noise led, e.g. a second grasp after a missed one)."""
     env.seed(seed)
     env.reset()
     lu.perturb_arm(env, np.random.default_rng(seed))  # start poses spread like the official initial states'
@@ -87,7 +88,8 @@ def rollout(
         for key, value in lu.robot_record(obs).items():
             record.setdefault(key, []).append(value)
         record["actions"].append(action)
-        obs, _, done, _ = env.step(executed_action(action, noise_rng, action_noise).tolist())
+        noise = 0.0 if expert.placing else action_noise  # the release stays where the expert puts it
+        obs, _, done, _ = env.step(executed_action(action, noise_rng, noise).tolist())
         # LIBERO reports success as soon as the object touches its target, often 2-3 steps after the fingers start
         # to open; stopping there leaves the policy almost no frames that say "open here" (a policy trained on such
         # demos hovers over the plate holding the bowl), so the release is always recorded to its end

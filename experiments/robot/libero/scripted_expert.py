@@ -35,6 +35,8 @@ class ExpertConfig:
     release_clearance: float = 0.02  # object bottom above the target's top when letting go
     grip_steps: int = 12  # steps to close or open the fingers
     waypoint_timeout: int = 60  # steps before giving up on reaching a waypoint
+    stall_steps: int = 5  # lowering an object: let go once the hand got no closer than this many steps ago
+    stall_progress: float = 0.001  # metres: ... by more than this (the object rests on something)
     max_regrasps: int = 3  # grasp attempts after the first (each tries the next candidate grasp)
 
 
@@ -178,6 +180,15 @@ class ScriptedExpert:
     def _advance(self, phase: Phase) -> None:
         self.phase = phase
         self.phase_steps = 0
+        self.distances: list[float] = []
+
+    def _stalled(self, eef: np.ndarray, target: np.ndarray) -> bool:
+        """No progress towards `target` over the last `stall_steps` steps. A bowl lowered onto a plate often stops
+        ~1 cm short of the release height (it rests on the rim): waiting for the timeout there recorded ~40 steps of
+        motionless hovering before an arbitrary release, and policies trained on that hovered forever."""
+        self.distances.append(float(np.linalg.norm(target - eef)))
+        n = self.cfg.stall_steps
+        return len(self.distances) > n and self.distances[-1 - n] - self.distances[-1] < self.cfg.stall_progress
 
     def _move(self, eef: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, bool]:
         delta = target - eef
@@ -242,8 +253,9 @@ class ScriptedExpert:
             return action, CLOSE
         if self.phase is Phase.LOWER:
             release_z = eef[2] + (target_top + cfg.release_clearance - low[2])
-            action, reached = self._move(eef, np.array([*eef_goal_xy, release_z]))
-            if reached or timed_out:
+            target = np.array([*eef_goal_xy, release_z])
+            action, reached = self._move(eef, target)
+            if reached or timed_out or self._stalled(eef, target):
                 self._advance(Phase.RELEASE)
             return action, CLOSE
         if self.phase is Phase.RELEASE:

@@ -29,7 +29,7 @@ class StudyConfig:
     out_dir: Path = Path("runs/study")
     tasks: list[str] = field(default_factory=lambda: ["libero_object:0", "libero_object:1", "libero_spatial:0"])
     demos_per_task: int = 50
-    demo_action_noise: float = 0.2              # DART noise on the expert's executed translation (labels clean)
+    demo_action_noise: float = 0.1              # DART noise on the expert's executed translation (labels clean)
     demo_resolution: int = 128                  # camera size of demos and evaluation (the preset's image size)
     preset: str = "libero-cpu"
     batch_size: int = 64
