@@ -11,6 +11,7 @@ from experiments.robot.libero.scripted_expert import (
     CLOSE,
     MAX_GRIPPER_SPAN,
     ExpertConfig,
+    Phase,
     ScriptedExpert,
     UnsupportedTask,
     goal_subtasks,
@@ -204,3 +205,14 @@ def test_demo_noise_moves_only_the_executed_translation():
     assert action[0] == 0.5  # the recorded label is not touched
     with pytest.raises(ValueError, match="action_noise"):
         GenerateDemosConfig(action_noise=-0.1)
+
+
+def test_lowering_lets_go_once_the_object_stops_getting_closer():
+    """The hand approaches the release point 2 mm a step, then rests 1 cm short of it (the bowl on the plate's rim):
+    stalled exactly `stall_steps` steps after the last real progress, never while it was still coming closer."""
+    expert, target = ScriptedExpert(), np.array([0.0, 0.0, 0.0])
+    expert._advance(Phase.LOWER)
+    heights = [0.03 - 0.002 * k for k in range(11)] + [0.01] * 8  # reaches 1 cm at step 10, then stays
+    stalled = [expert._stalled(np.array([0.0, 0.0, z]), target) for z in heights]
+    n = ExpertConfig().stall_steps
+    assert stalled.index(True) == 10 + n and not any(stalled[: 10 + n])
