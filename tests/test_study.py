@@ -17,6 +17,8 @@ def test_config_reads_tasks_and_names_the_joint_dataset():
         study.StudyConfig(tasks=["libero_object"])
     quick = study.StudyConfig(quick=True)
     assert quick.stage1_steps < study.StudyConfig().stage1_steps and quick.trials_per_task == 2
+    assert (cfg.demos_for("libero_spatial", 0), cfg.demos_for("libero_object", 1)) == (80, 50)  # the weak task more
+    assert quick.demos_for("libero_spatial", 0) == quick.demos_per_task == 4
 
 
 def test_every_policy_is_evaluated_once_and_count_weighting_only_when_asked():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,12 @@ def make_demos(cfg: StudyConfig) -> None:
             out_dir=cfg.out_dir / "data" / SUITE_DATASET.format(suite=suite), resolution=cfg.demo_resolution,
             num_workers=cfg.num_workers, action_noise=cfg.demo_action_noise,
         )  # fmt: skip
-        reports = [generate_task(gen, task_id) for task_id in task_ids]
+        wanted = {task_id: cfg.demos_for(suite, task_id) for task_id in task_ids}
+        reports = [generate_task(replace(gen, num_demos_per_task=n), task_id) for task_id, n in wanted.items()]
         print_summary(gen, reports)
-        missing = [r.task_id for r in reports if not r.skipped and r.successes < cfg.demos_per_task]
+        missing = [r.task_id for r in reports if not r.skipped and r.successes < wanted[r.task_id]]
         if missing:
-            raise RuntimeError(f"the scripted expert could not make {cfg.demos_per_task} demos for {suite} {missing}")
+            raise RuntimeError(f"the scripted expert could not make the demos asked for {suite} {missing}")
 
 
 # --- 2-3. training -------------------------------------------------------------------------------------------------
