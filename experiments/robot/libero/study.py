@@ -143,9 +143,9 @@ def derived_policy(name: str, budget: int) -> tuple[str, dict]:
     return "oft", {"visual_token_pruner": name, "visual_token_budget": budget}
 
 
-# Evaluation order: an interrupted study has then measured as many claims as it can (1 and 4: LightVLA and OFT,
-# and the stage-1 base they start from; 3: the training-free pruners at LightVLA's budget; 2: the other noise
-# schedules), the optional policy last.
+# Evaluation order: the stage-1 base first (run_study checks it before stage 2), then as many claims as an
+# interrupted study can have measured (1 and 4: LightVLA and OFT; 3: the training-free pruners at LightVLA's
+# budget; 2: the other noise schedules), the optional policy last.
 EVAL_ORDER = (STAGE1, "lightvla", "oft", *BASELINES, "lightvla_gumbel", "lightvla_no_noise", "lightvla_fixed_noise",
               "lightvla_count")  # fmt: skip
 
@@ -247,17 +247,12 @@ class StageClock:
 def check_base(records: list[dict]) -> None:
     """Log the stage-1 policy's success per task: a comparison of pruning settings on a task the base cannot do
     compares nothing (the issue asks for >= 50% on every task)."""
-    for (suite, task_id), successes in sorted(per_task(records).items()):
-        rate = np.mean(successes)
-        note = "" if rate >= BASE_SUCCESS_FLOOR else f"  (below {BASE_SUCCESS_FLOOR:.0%}: pruning compares little here)"
-        log(f"stage-1 base on {suite} {task_id}: {sum(successes)}/{len(successes)}{note}")
-
-
-def per_task(records: list[dict]) -> dict[tuple[str, int], list[bool]]:
-    out: dict[tuple[str, int], list[bool]] = {}
+    by_task: dict[tuple[str, int], list[bool]] = {}
     for r in records:
-        out.setdefault((r["suite"], r["task_id"]), []).append(bool(r["success"]))
-    return out
+        by_task.setdefault((r["suite"], r["task_id"]), []).append(bool(r["success"]))
+    for (suite, task_id), successes in sorted(by_task.items()):
+        note = "" if np.mean(successes) >= BASE_SUCCESS_FLOOR else f"  (below {BASE_SUCCESS_FLOOR:.0%}: compares little)"
+        log(f"stage-1 base on {suite} {task_id}: {sum(successes)}/{len(successes)}{note}")
 
 
 def run_study(cfg: StudyConfig) -> dict:
