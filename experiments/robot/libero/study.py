@@ -59,7 +59,8 @@ def make_demos(cfg: StudyConfig) -> None:
         print_summary(gen, reports)
         missing = [r.task_id for r in reports if not r.skipped and r.successes < wanted[r.task_id]]
         if missing:
-            raise RuntimeError(f"the scripted expert could not make the demos asked for {suite} {missing}")
+            asked = {task_id: wanted[task_id] for task_id in missing}
+            raise RuntimeError(f"the scripted expert could not make the demos asked for {suite} (task: demos): {asked}")
 
 
 # --- 2-3. training -------------------------------------------------------------------------------------------------
