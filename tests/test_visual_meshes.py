@@ -80,7 +80,9 @@ def test_only_drawn_visual_geoms_draw_simplified_meshes_and_large_textures_shrin
     pixels = np.random.default_rng(0).integers(0, 256, (700, 1100, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "large.png")
     Image.fromarray(pixels[:64, :64]).save(tmp_path / "small.png")
-    xml = f"""<mujoco><asset><mesh name="m" file="{source}" scale="2 2 2"/><mesh name="d" file="{only_drawn}"/>
+    xml = f"""<mujoco><default><material reflectance="0.2"/></default>
+      <asset><mesh name="m" file="{source}" scale="2 2 2"/><mesh name="d" file="{only_drawn}"/>
+      <material name="x" reflectance="0.3" rgba="1 0 0 1"/><material name="y"/>
       <texture name="large" type="2d" file="{tmp_path / 'large.png'}"/>
       <texture name="small" type="2d" file="{tmp_path / 'small.png'}"/>
       <texture name="grid" type="cube" gridsize="1 1" file="{tmp_path / 'large.png'}"/></asset>
@@ -110,6 +112,8 @@ def test_only_drawn_visual_geoms_draw_simplified_meshes_and_large_textures_shrin
     changed = ET.fromstring(vm.fast_render_xml(xml, show_progress=False)).find("asset/texture[@name='large']")
     assert changed.get("file") != textures["large"] and np.asarray(Image.open(changed.get("file")))[0, 0, 0] != shrunk[0, 0, 0]
     assert root.find("visual/quality").get("offsamples") == "0"  # multisampling off: part of "fast"
+    materials = [(m.get("name"), m.get("reflectance"), m.get("rgba")) for m in root.iter("material")]
+    assert materials == [(None, "0", None), ("x", "0", "1 0 0 1"), ("y", "0", None)]  # nothing reflects, else as is
 
 
 # --- in the simulator ----------------------------------------------------------------------------------------------------

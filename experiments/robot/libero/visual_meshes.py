@@ -10,7 +10,9 @@ context. Under ``fast``:
   same qpos and qvel step for step). A shipped mesh that only such geoms drew leaves the model;
 * textures larger than ``MAX_TEXTURE_SIDE`` are shrunk by a whole factor with a box filter (a 128 px camera
   samples a mipmap level far below it anyway);
-* off-screen frames are drawn without multisampling (``offsamples="0"``).
+* off-screen frames are drawn without multisampling (``offsamples="0"``);
+* no material reflects (``reflectance="0"``): MuJoCo draws every reflecting surface's mirror image in an extra pass
+  over the scene, ~25% of a LIBERO step with two 128 px cameras (README); the floors and tables lose their sheen.
 
 Decimation (meshoptimizer) collapses edges onto existing vertices, so the copy keeps a subset of the original
 vertices with their texture coordinates and normals (labels still map). Copies are built once, with a progress bar,
@@ -305,6 +307,7 @@ def fast_render_xml(xml: str, show_progress: bool = True) -> str:
     for texture in textures:
         texture.set("file", str(cached_texture(texture.get("file"))))
     _without_multisampling(root)
+    _without_reflections(root)
     return ET.tostring(root, encoding="unicode")
 
 
@@ -317,3 +320,9 @@ def _without_multisampling(root: ET.Element) -> None:
     if quality is None:
         quality = ET.SubElement(visual, "quality")
     quality.set("offsamples", str(FAST_OFFSAMPLES))
+
+
+def _without_reflections(root: ET.Element) -> None:
+    """Every material, and every material default, set to reflect nothing (a rendering setting, no physics)."""
+    for material in root.iter("material"):  # asset materials and <default> ones alike
+        material.set("reflectance", "0")
