@@ -15,6 +15,10 @@ def test_config_reads_tasks_and_names_the_joint_dataset():
     assert cfg.dataset_name == "libero_object_no_noops+libero_spatial_no_noops"
     with pytest.raises(ValueError, match="suite:task_id"):
         study.StudyConfig(tasks=["libero_object"])
+    for typo in ("libero_spatial0", "libero_spatail:0"):  # a misspelt key would otherwise be silently unused
+        with pytest.raises(ValueError, match=f"--more_demos .*{typo}"):
+            study.StudyConfig(more_demos={typo: 80})
+    assert study.StudyConfig(tasks=["libero_object:0"]).demos_for("libero_object", 0) == 50  # other keys: unused
     quick = study.StudyConfig(quick=True)
     assert quick.stage1_steps < study.StudyConfig().stage1_steps and quick.trials_per_task == 2
     assert (cfg.demos_for("libero_spatial", 0), cfg.demos_for("libero_object", 1)) == (80, 50)  # the weak task more

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from experiments.robot.libero.episodes import ENSEMBLE_WEIGHT_DECAY
+from experiments.robot.libero.libero_utils import TASK_SUITES
 from prismatic.training.recipes import STAGE2_LEARNING_RATE
 
 SUITE_DATASET = "{suite}_no_noops"
@@ -59,9 +60,9 @@ class StudyConfig:
             self.trials_per_task, self.latency_repeats = 2, 5
         self.out_dir = Path(self.out_dir)
         for task in self.tasks:
-            suite, _, task_id = task.partition(":")
-            if not task_id.isdigit():
-                raise ValueError(f"--tasks entries are suite:task_id (e.g. libero_object:0), got {task!r}")
+            _check_task(task, "--tasks")
+        for task in self.more_demos:  # a key for a task not in --tasks is allowed (unused), a misspelt one is not
+            _check_task(task, "--more_demos")
 
     def demos_for(self, suite: str, task_id: int) -> int:
         return self.more_demos.get(f"{suite}:{task_id}", self.demos_per_task)
@@ -80,3 +81,12 @@ class StudyConfig:
 
     def run_dir(self, name: str) -> Path:
         return self.out_dir / "runs" / name
+
+
+def _check_task(task: str, option: str) -> None:
+    suite, _, task_id = task.partition(":")
+    if suite not in TASK_SUITES or not task_id.isdigit():
+        raise ValueError(
+            f"{option} names tasks as suite:task_id with suite one of {', '.join(TASK_SUITES)} (e.g. libero_object:0), "
+            f"got {task!r}"
+        )
