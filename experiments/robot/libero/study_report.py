@@ -3,6 +3,7 @@ comparisons with a verdict each, ``results.json`` / ``results.md``, and the figu
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import asdict
@@ -149,12 +150,21 @@ def figures(cfg: StudyConfig, results: dict[str, list[dict]], table: dict) -> No
         {str(cfg.run_dir(n)): read_metrics(cfg.run_dir(n)) for n in schedules}, folder / "kept_tokens_vs_step.png"
     )
     fig, ax = pyplot().subplots(figsize=(5.2, 3.6))
-    for name, rows in table.items():
+    from matplotlib import ticker
+    drawn: list[tuple[float, float]] = []
+    for (name, rows), marker in zip(table.items(), itertools.cycle("osD^vP*X<>")):
         row = rows["all"]
-        ax.errorbar(row["kept_mean"], row["success"], yerr=[[row["success"] - row["ci95"][0]], [row["ci95"][1] - row["success"]]],
-                    fmt="o", capsize=3, label=name)  # fmt: skip
-    ax.set(xscale="log", xlabel="kept visual tokens per query (log)", ylabel="success rate",
-           title="success vs kept tokens (95% CI)")  # fmt: skip
+        point = (round(row["kept_mean"], 1), round(row["success"], 3))
+        dodge = 1.04 ** drawn.count(point)  # policies on the same point (equal budget, equal success) side by side
+        drawn.append(point)
+        ax.errorbar(row["kept_mean"] * dodge, row["success"],
+                    yerr=[[row["success"] - row["ci95"][0]], [row["ci95"][1] - row["success"]]],
+                    fmt=marker, mfc="none", ms=7, capsize=3, label=name)  # fmt: skip
+    ax.set(xscale="log", xlabel="kept visual tokens per query (log; equal points drawn side by side)",
+           ylabel="success rate", title="success vs kept tokens (95% CI)")  # fmt: skip
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))  # 10, 20, 50, 100 written out
+    ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
