@@ -2,7 +2,7 @@
 OpenVLA-OFT policy, LightVLA with decaying uniform / decaying Gumbel / no / fixed noise and OFT continued from it,
 training-free pruners at LightVLA's budget, all evaluated in LIBERO; results.json, results.md and figures.
 
-    python scripts/reproduce_study.py --out_dir runs/study                # several hours on 2 CPU cores (README)
+    python scripts/reproduce_study.py --out_dir runs/study                # ~1 h 55 min on 2 CPU cores (README)
     python scripts/reproduce_study.py --out_dir runs/study_quick --quick True
 
 Re-running the same command continues where it stopped (demos, each training run, each evaluation).
