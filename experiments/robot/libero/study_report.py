@@ -140,6 +140,8 @@ def write_report(cfg: StudyConfig, table: dict, speed: dict, wall: dict[str, flo
 
 
 def figures(cfg: StudyConfig, results: dict[str, list[dict]], table: dict) -> None:
+    from matplotlib import ticker
+
     from experiments.robot.libero.eval_reports import plot_token_statistics
     from prismatic.plotting import pyplot, save_figure
     from prismatic.training.metrics import plot_curves, read_metrics
@@ -150,7 +152,6 @@ def figures(cfg: StudyConfig, results: dict[str, list[dict]], table: dict) -> No
         {str(cfg.run_dir(n)): read_metrics(cfg.run_dir(n)) for n in schedules}, folder / "kept_tokens_vs_step.png"
     )
     fig, ax = pyplot().subplots(figsize=(5.2, 3.6))
-    from matplotlib import ticker
     drawn: list[tuple[float, float]] = []
     for (name, rows), marker in zip(table.items(), itertools.cycle("osD^vP*X<>")):
         row = rows["all"]
